@@ -57,3 +57,4 @@ pub mod google {
 
 pub use google::cloud::tasks::v2 as tasks;
 pub use pbjson_types as wkt;
+pub use prost;
