@@ -1,1 +1,14 @@
-//! placeholder
+//! The Cloud Tasks v2 API of Stratus: one service layer and its transports.
+//!
+//! - [`service`]: [`Service`] implements every RPC over proto request/response messages,
+//!   validates input at the edge into typed names, calls the [`stratus_store::Store`] and maps
+//!   store outcomes to the exact Cloud Tasks errors. Transports never touch the store.
+//! - [`rest`]: the HTTP/JSON transcoding under `/v2/` (axum), proto3 JSON in and out.
+//! - [`config`]: the knobs of the API ([`ServiceConfig`]).
+
+pub mod config;
+pub mod rest;
+pub mod service;
+
+pub use config::ServiceConfig;
+pub use service::Service;

@@ -138,13 +138,13 @@ pub fn validate_queue(q: &Queue) -> Result<(), Status> {
     if let Some(r) = &q.retry_config {
         validate_retry_config(r, "queue.retry_config")?;
     }
-    if let Some(s) = &q.stackdriver_logging_config {
-        if !(0.0..=1.0).contains(&s.sampling_ratio) {
-            return Err(Status::invalid(format!(
-                "queue.stackdriver_logging_config.sampling_ratio must be between 0.0 and 1.0, got {}.",
-                s.sampling_ratio
-            )));
-        }
+    if let Some(s) = &q.stackdriver_logging_config
+        && !(0.0..=1.0).contains(&s.sampling_ratio)
+    {
+        return Err(Status::invalid(format!(
+            "queue.stackdriver_logging_config.sampling_ratio must be between 0.0 and 1.0, got {}.",
+            s.sampling_ratio
+        )));
     }
     if let Some(t) = &q.http_target {
         if let Some(u) = &t.uri_override {

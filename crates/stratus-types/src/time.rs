@@ -69,3 +69,60 @@ mod tests {
         assert_eq!(parse_rfc3339("2030-01-02T03:04:05.678901Z").map(format_rfc3339).as_deref(), Some("2030-01-02T03:04:05.678901Z"));
     }
 }
+
+/// A source of the current time, injected so logic and tests never read the system clock
+/// directly.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in µs since the Unix epoch.
+    fn now(&self) -> Micros;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Micros {
+        chrono::Utc::now().timestamp_micros()
+    }
+}
+
+/// Parses a human duration: a number with an optional fraction and a unit `ms`, `s`, `m`,
+/// `h` or `d` (`"1.5s"`, `"10m"`, `"7d"`); a bare `0` is zero.
+pub fn parse_human_duration(s: &str) -> Option<Micros> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let scale = match unit {
+        "ms" => 1_000.0,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        "d" => 86_400e6,
+        _ => return None,
+    };
+    let v = n * scale;
+    // Bounded by the check: a finite, non-negative value below i64::MAX.
+    #[allow(clippy::cast_possible_truncation)]
+    (v.is_finite() && v >= 0.0 && v < 9.0e18).then_some(v as Micros)
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse_human_duration("1.5s"), Some(1_500_000));
+        assert_eq!(parse_human_duration("7d"), Some(7 * 86_400 * SECOND));
+        assert_eq!(parse_human_duration("0"), Some(0));
+        assert_eq!(parse_human_duration("0s"), Some(0));
+        assert_eq!(parse_human_duration("250ms"), Some(250_000));
+        assert_eq!(parse_human_duration("ten"), None);
+        assert_eq!(parse_human_duration("5"), None);
+    }
+}

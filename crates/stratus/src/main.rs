@@ -1,1 +1,53 @@
-fn main() {}
+//! The `stratus` binary: `stratus serve` runs the server; `stratus queues|tasks …` is a CLI
+//! shaped like `gcloud tasks` that talks to a server over REST.
+
+mod cli;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Stratus: a durable HTTP task queue speaking the Google Cloud Tasks v2 API.
+#[derive(Parser)]
+#[command(name = "stratus", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (REST API on one port, embedded SQLite store by default).
+    Serve(serve::ServeArgs),
+    /// Manage queues (like `gcloud tasks queues`).
+    #[command(subcommand)]
+    Queues(cli::QueuesCommand),
+    /// Manage tasks (like `gcloud tasks`).
+    #[command(subcommand)]
+    Tasks(cli::TasksCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match args.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Queues(c) => cli::run_queues(c).await,
+            Command::Tasks(c) => cli::run_tasks(c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

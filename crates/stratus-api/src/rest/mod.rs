@@ -1,0 +1,64 @@
+//! REST transport: HTTP/JSON transcoding of the Cloud Tasks v2 API under `/v2/`.
+//!
+//! One fallback handler reads the whole request (bounded), routes on method and path
+//! ([`routes`]), decodes proto3 JSON leniently ([`json`]) and renders either the response
+//! message or the error body `{"error":{code,message,status,details}}` ([`error`]).
+
+mod error;
+pub mod json;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::Service;
+pub use error::error_response;
+
+/// The REST router for `service`: `/v2/...` plus `/healthz`.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(handle)
+        .with_state(service)
+}
+
+async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = svc.config().max_request_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(
+                &stratus_types::Status::invalid(format!(
+                    "The request body is larger than the limit of {limit} bytes."
+                )),
+            );
+        }
+    };
+    let query = json::Query::parse(parts.uri.query().unwrap_or(""));
+    let int_enums = query.int_enums();
+    match routes::route(&svc, &parts.method, parts.uri.path(), &query, &bytes).await {
+        Ok(value) => json_response(StatusCode::OK, &value, int_enums),
+        Err(status) => error_response(&status),
+    }
+}
+
+pub(crate) fn json_response(code: StatusCode, value: &serde_json::Value, int_enums: bool) -> Response {
+    let mut value = value.clone();
+    if int_enums {
+        json::enums_to_int(&mut value, None);
+    }
+    let body = serde_json::to_vec(&value).unwrap_or_default();
+    let mut resp = (code, Body::from(body)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    resp
+}

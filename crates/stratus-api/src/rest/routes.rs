@@ -1,0 +1,203 @@
+//! Method + path → RPC. Paths follow the `google.api.http` bindings of the v2 protos;
+//! names keep their slashes and custom verbs follow the last segment (`…/queues/q:pause`).
+
+use axum::http::Method;
+use serde_json::{Value, json};
+use stratus_types::proto::google::cloud::location::{GetLocationRequest, ListLocationsRequest};
+use stratus_types::proto::google::iam::v1::{GetIamPolicyRequest, SetIamPolicyRequest, TestIamPermissionsRequest};
+use stratus_types::proto::google::longrunning::GetOperationRequest;
+use stratus_types::proto::tasks::{
+    BatchCreateTasksRequest, BatchDeleteTasksRequest, CmekConfig, CreateQueueRequest, CreateTaskRequest,
+    DeleteQueueRequest, DeleteTaskRequest, GetCmekConfigRequest, GetQueueRequest, GetTaskRequest, ListQueuesRequest,
+    ListTasksRequest, PauseQueueRequest, PurgeQueueRequest, Queue, ResumeQueueRequest, RunTaskRequest,
+    UpdateCmekConfigRequest, UpdateQueueRequest,
+};
+use stratus_types::proto::wkt::FieldMask;
+use stratus_types::{Code, Status};
+
+use super::json::{Query, decode, encode, operation_json};
+use crate::Service;
+
+fn not_found(method: &Method, path: &str) -> Status {
+    Status::new(
+        Code::NotFound,
+        format!("No RPC is bound to {method} {path}; see the Cloud Tasks v2 REST reference."),
+    )
+}
+
+fn mask(q: &Query) -> Option<FieldMask> {
+    q.get("updateMask", "update_mask").map(|m| FieldMask {
+        paths: m.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+    })
+}
+
+/// Routes one REST call and returns the response JSON.
+pub(super) async fn route(svc: &Service, method: &Method, path: &str, q: &Query, body: &[u8]) -> Result<Value, Status> {
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return Err(not_found(method, path));
+    };
+    // Percent-decode each segment; split a custom verb off the last one.
+    let mut segs: Vec<String> = rest
+        .split('/')
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let mut verb = String::new();
+    if let Some(last) = segs.last_mut()
+        && let Some((name, v)) = last.rsplit_once(':') {
+            verb = v.to_string();
+            *last = name.to_string();
+        }
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let join = |n: usize| s[..n].join("/");
+    let m = method.clone();
+    let v = verb.as_str();
+    match (s.as_slice(), v) {
+        (["projects", _, "locations"], "") if m == Method::GET => {
+            let r = ListLocationsRequest {
+                name: join(2),
+                filter: q.get("filter", "filter").unwrap_or("").to_string(),
+                page_size: q.int("pageSize", "page_size")?,
+                page_token: q.get("pageToken", "page_token").unwrap_or("").to_string(),
+            };
+            Ok(encode(&svc.list_locations(r).await?))
+        }
+        (["projects", _, "locations", _], "") if m == Method::GET => {
+            Ok(encode(&svc.get_location(GetLocationRequest { name: join(4) }).await?))
+        }
+        (["projects", _, "locations", _, "cmekConfig"], "") => {
+            if m == Method::GET {
+                Ok(encode(&svc.get_cmek_config(GetCmekConfigRequest { name: join(5) }).await?))
+            } else if m == Method::PATCH {
+                let mut cfg: CmekConfig = decode(body)?;
+                cfg.name = join(5);
+                let r = UpdateCmekConfigRequest { cmek_config: Some(cfg), update_mask: mask(q) };
+                Ok(encode(&svc.update_cmek_config(r).await?))
+            } else {
+                Err(not_found(method, path))
+            }
+        }
+        (["projects", _, "locations", _, "operations", _], "") if m == Method::GET => {
+            Ok(operation_json(&svc.get_operation(GetOperationRequest { name: join(6) }).await?))
+        }
+        (["projects", _, "locations", _, "queues"], "") => {
+            let parent = join(4);
+            if m == Method::GET {
+                let r = ListQueuesRequest {
+                    parent,
+                    filter: q.get("filter", "filter").unwrap_or("").to_string(),
+                    page_size: q.int("pageSize", "page_size")?,
+                    page_token: q.get("pageToken", "page_token").unwrap_or("").to_string(),
+                };
+                Ok(encode(&svc.list_queues(r).await?))
+            } else if m == Method::POST {
+                let queue: Queue = decode(body)?;
+                Ok(encode(&svc.create_queue(CreateQueueRequest { parent, queue: Some(queue) }).await?))
+            } else {
+                Err(not_found(method, path))
+            }
+        }
+        (["projects", _, "locations", _, "queues", _], verb) => {
+            let name = join(6);
+            match (verb, m) {
+                ("", Method::GET) => Ok(encode(&svc.get_queue(GetQueueRequest { name }).await?)),
+                ("", Method::DELETE) => {
+                    svc.delete_queue(DeleteQueueRequest { name }).await?;
+                    Ok(json!({}))
+                }
+                ("", Method::PATCH) => {
+                    let mut queue: Queue = decode(body)?;
+                    if !queue.name.is_empty() && queue.name != name {
+                        return Err(Status::invalid(format!(
+                            "queue.name \"{}\" does not match the name in the URL \"{name}\".",
+                            queue.name
+                        )));
+                    }
+                    queue.name = name;
+                    let r = UpdateQueueRequest { queue: Some(queue), update_mask: mask(q) };
+                    Ok(encode(&svc.update_queue(r).await?))
+                }
+                ("purge", Method::POST) => {
+                    let mut r: PurgeQueueRequest = decode(body)?;
+                    r.name = name;
+                    Ok(encode(&svc.purge_queue(r).await?))
+                }
+                ("pause", Method::POST) => {
+                    let mut r: PauseQueueRequest = decode(body)?;
+                    r.name = name;
+                    Ok(encode(&svc.pause_queue(r).await?))
+                }
+                ("resume", Method::POST) => {
+                    let mut r: ResumeQueueRequest = decode(body)?;
+                    r.name = name;
+                    Ok(encode(&svc.resume_queue(r).await?))
+                }
+                ("getIamPolicy", Method::POST) => {
+                    let mut r: GetIamPolicyRequest = decode(body)?;
+                    r.resource = name;
+                    Ok(encode(&svc.get_iam_policy(r).await?))
+                }
+                ("setIamPolicy", Method::POST) => {
+                    let mut r: SetIamPolicyRequest = decode(body)?;
+                    r.resource = name;
+                    Ok(encode(&svc.set_iam_policy(r).await?))
+                }
+                ("testIamPermissions", Method::POST) => {
+                    let mut r: TestIamPermissionsRequest = decode(body)?;
+                    r.resource = name;
+                    Ok(encode(&svc.test_iam_permissions(r).await?))
+                }
+                _ => Err(not_found(method, path)),
+            }
+        }
+        (["projects", _, "locations", _, "queues", _, "tasks"], verb) => {
+            let parent = join(6);
+            match (verb, m) {
+                ("", Method::GET) => {
+                    let r = ListTasksRequest {
+                        parent,
+                        response_view: q.view()?,
+                        page_size: q.int("pageSize", "page_size")?,
+                        page_token: q.get("pageToken", "page_token").unwrap_or("").to_string(),
+                    };
+                    Ok(encode(&svc.list_tasks(r).await?))
+                }
+                ("", Method::POST) => {
+                    let mut r: CreateTaskRequest = decode(body)?;
+                    r.parent = parent;
+                    Ok(encode(&svc.create_task(r).await?))
+                }
+                ("batchCreate", Method::POST) => {
+                    let mut r: BatchCreateTasksRequest = decode(body)?;
+                    r.parent = parent;
+                    Ok(operation_json(&svc.batch_create_tasks(r).await?))
+                }
+                ("batchDelete", Method::POST) => {
+                    let mut r: BatchDeleteTasksRequest = decode(body)?;
+                    r.parent = parent;
+                    Ok(operation_json(&svc.batch_delete_tasks(r).await?))
+                }
+                _ => Err(not_found(method, path)),
+            }
+        }
+        (["projects", _, "locations", _, "queues", _, "tasks", _], verb) => {
+            let name = join(8);
+            match (verb, m) {
+                ("", Method::GET) => {
+                    let r = GetTaskRequest { name, response_view: q.view()? };
+                    Ok(encode(&svc.get_task(r).await?))
+                }
+                ("", Method::DELETE) => {
+                    svc.delete_task(DeleteTaskRequest { name }).await?;
+                    Ok(json!({}))
+                }
+                ("run", Method::POST) => {
+                    let mut r: RunTaskRequest = decode(body)?;
+                    r.name = name;
+                    Ok(encode(&svc.run_task(r).await?))
+                }
+                _ => Err(not_found(method, path)),
+            }
+        }
+        _ => Err(not_found(method, path)),
+    }
+}

@@ -1,0 +1,108 @@
+//! Task RPCs: List, Get, Create, Delete, Run.
+
+use stratus_store::TaskCursor;
+use stratus_types::proto::tasks::{
+    CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, RunTaskRequest, Task,
+};
+use stratus_types::{Code, QueuePath, Status, TaskPath};
+
+use super::validate::{apply_view, check_view, prepare_task};
+use super::{Ctx, Service, map_store, paging};
+
+/// Largest ListTasks page.
+pub const MAX_TASK_PAGE: usize = 1000;
+
+impl Service {
+    /// ListTasks: live tasks by (schedule_time, task id).
+    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<ListTasksResponse, Status> {
+        let parent = QueuePath::parse(&req.parent)?;
+        check_view(req.response_view, "response_view")?;
+        if req.page_size < 0 {
+            return Err(Status::invalid(format!("page_size must not be negative; got {}.", req.page_size)));
+        }
+        let limit = match usize::try_from(req.page_size).unwrap_or(0) {
+            0 => MAX_TASK_PAGE,
+            n => n.min(MAX_TASK_PAGE),
+        };
+        let now = self.now();
+        let resource = parent.to_string();
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let (k, i) = paging::decode(&req.page_token, &resource, "", now)?;
+            let schedule_time = k.parse().map_err(|_| Status::invalid("Invalid page_token."))?;
+            Some(TaskCursor { schedule_time, task_id: i })
+        };
+        let page = self
+            .store
+            .list_tasks(&parent, after.as_ref(), limit)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        Ok(ListTasksResponse {
+            tasks: page.tasks.into_iter().map(|t| apply_view(t, req.response_view)).collect(),
+            next_page_token: page
+                .next
+                .map(|c| paging::encode(&resource, "", &c.schedule_time.to_string(), &c.task_id, now))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// GetTask.
+    pub async fn get_task(&self, req: GetTaskRequest) -> Result<Task, Status> {
+        let name = TaskPath::parse(&req.name)?;
+        check_view(req.response_view, "response_view")?;
+        let task = self
+            .store
+            .get_task(&name, self.now(), self.cfg.windows)
+            .await
+            .map_err(|e| map_store(e, Ctx::Task))?;
+        Ok(apply_view(task, req.response_view))
+    }
+
+    /// CreateTask.
+    pub async fn create_task(&self, req: CreateTaskRequest) -> Result<Task, Status> {
+        let parent = QueuePath::parse(&req.parent)?;
+        check_view(req.response_view, "response_view")?;
+        let now = self.now();
+        let task = prepare_task(req.task, &parent, now, &self.cfg)?;
+        let mut results = self
+            .store
+            .create_tasks(&parent, vec![task], now, self.cfg.windows)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        let created = results
+            .pop()
+            .ok_or_else(|| Status::internal("the store returned no outcome"))?
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        Ok(apply_view(created, req.response_view))
+    }
+
+    /// DeleteTask.
+    pub async fn delete_task(&self, req: DeleteTaskRequest) -> Result<(), Status> {
+        let name = TaskPath::parse(&req.name)?;
+        let mut results = self
+            .store
+            .delete_tasks(&name.queue, vec![name.task.clone()], self.now())
+            .await
+            .map_err(|e| map_store(e, Ctx::Task))?;
+        results
+            .pop()
+            .ok_or_else(|| Status::internal("the store returned no outcome"))?
+            .map_err(|e| map_store(e, Ctx::Task))
+    }
+
+    /// RunTask. Until the dispatcher is part of the server, an existing task is answered with
+    /// FAILED_PRECONDITION (a missing one with NOT_FOUND, as the real service does).
+    pub async fn run_task(&self, req: RunTaskRequest) -> Result<Task, Status> {
+        let name = TaskPath::parse(&req.name)?;
+        check_view(req.response_view, "response_view")?;
+        self.store
+            .get_task(&name, self.now(), self.cfg.windows)
+            .await
+            .map_err(|e| map_store(e, Ctx::Task))?;
+        Err(Status::new(
+            Code::FailedPrecondition,
+            "RunTask is not available: this server does not dispatch tasks yet.",
+        ))
+    }
+}

@@ -1,0 +1,75 @@
+//! Server settings: flags, then `STRATUS_*` environment variables, then an optional TOML file,
+//! then defaults. The file may also declare queues, applied idempotently at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use stratus_types::Micros;
+use stratus_types::time::parse_human_duration;
+
+/// The optional TOML file (`--config`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Directory of the embedded SQLite store.
+    pub data_dir: Option<PathBuf>,
+    /// How long a finished task blocks its name (e.g. `"1h"`, `"0s"`).
+    pub task_tombstone: Option<String>,
+    /// How long a deleted queue blocks its name (e.g. `"7d"`).
+    pub queue_reuse_block: Option<String>,
+    /// Location IDs answered by ListLocations.
+    pub locations: Option<Vec<String>>,
+    /// Queues to create or update at start.
+    #[serde(default)]
+    pub queues: Vec<QueueDecl>,
+}
+
+/// A queue declared in the config file. Unset fields keep their defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDecl {
+    /// Full name `projects/P/locations/L/queues/Q`.
+    pub name: String,
+    /// `RUNNING` (default), `PAUSED` or `DISABLED`.
+    pub state: Option<String>,
+    /// Rate limit in dispatches per second (≤ 500).
+    pub max_dispatches_per_second: Option<f64>,
+    /// Most dispatches in flight (≤ 5000).
+    pub max_concurrent_dispatches: Option<i32>,
+    /// Attempts before a task fails permanently (-1 = unlimited).
+    pub max_attempts: Option<i32>,
+    /// Retry window (`"0s"` = unlimited).
+    pub max_retry_duration: Option<String>,
+    /// Shortest retry delay.
+    pub min_backoff: Option<String>,
+    /// Longest retry delay.
+    pub max_backoff: Option<String>,
+    /// How many times the delay doubles before growing linearly.
+    pub max_doublings: Option<i32>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// A duration setting, with the setting's name in the error.
+pub fn duration(name: &str, s: &str) -> anyhow::Result<Micros> {
+    match parse_human_duration(s) {
+        Some(v) => Ok(v),
+        None => bail!("{name}: \"{s}\" is not a duration (use e.g. 30s, 10m, 1h, 7d, 0)"),
+    }
+}
+
+/// Parses the listen address.
+pub fn listen_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse()
+        .with_context(|| format!("listen: \"{s}\" is not an address like 127.0.0.1:8123"))
+}

@@ -1,0 +1,175 @@
+//! `stratus serve`: wiring, declared queues, maintenance and ordered shutdown.
+//!
+//! Shutdown order: stop accepting connections and finish in-flight requests (axum graceful
+//! shutdown), stop maintenance, then drop the service and store (the store's writer thread
+//! commits what it holds before it exits).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use stratus_api::{Service, ServiceConfig};
+use stratus_store::Store;
+use stratus_store_sqlite::{SqliteOptions, SqliteStore};
+use stratus_types::proto::tasks::{Queue, RateLimits, RetryConfig, UpdateQueueRequest, queue::State};
+use stratus_types::time::{Clock, SystemClock, micros_to_duration};
+use stratus_types::QueuePath;
+
+use crate::config::{self, FileConfig, QueueDecl};
+
+/// Options of `stratus serve` (each also readable from a `STRATUS_*` variable).
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (REST API and health).
+    #[arg(long, env = "STRATUS_LISTEN")]
+    listen: Option<String>,
+    /// Directory of the embedded SQLite store [default: ./stratus-data].
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (settings and declared queues).
+    #[arg(long, env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// How long a finished or deleted task blocks its name [default: 1h; 0 allowed].
+    #[arg(long, env = "STRATUS_TASK_TOMBSTONE")]
+    task_tombstone: Option<String>,
+    /// How long a deleted queue blocks its name [default: 7d; 0 allowed].
+    #[arg(long, env = "STRATUS_QUEUE_REUSE_BLOCK")]
+    queue_reuse_block: Option<String>,
+    /// Location IDs listed by ListLocations, comma-separated [default: local].
+    #[arg(long, env = "STRATUS_LOCATIONS", value_delimiter = ',')]
+    locations: Option<Vec<String>>,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let listen = args.listen.or(file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8123".into());
+    let addr = config::listen_addr(&listen)?;
+    let data_dir = args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("stratus-data"));
+    let mut cfg = ServiceConfig::default();
+    if let Some(s) = args.task_tombstone.or(file.task_tombstone.clone()) {
+        cfg.windows.tombstone_ttl = config::duration("task_tombstone", &s)?;
+    }
+    if let Some(s) = args.queue_reuse_block.or(file.queue_reuse_block.clone()) {
+        cfg.windows.queue_reuse_block = config::duration("queue_reuse_block", &s)?;
+    }
+    if let Some(l) = args.locations.or(file.locations.clone()) {
+        cfg.locations = l;
+    }
+
+    let store = SqliteStore::open(&data_dir, SqliteOptions::default())
+        .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let service = Arc::new(Service::new(store.clone(), clock.clone(), cfg.clone()));
+    apply_declared_queues(&service, &file.queues).await?;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let data_abs = std::fs::canonicalize(&data_dir).unwrap_or(data_dir.clone());
+    println!("stratus listening on http://{local} (Cloud Tasks v2 REST under /v2/)");
+    println!("stratus data in {} (SQLite)", data_abs.display());
+    tracing::info!(%local, data_dir = %data_abs.display(), "serving");
+
+    let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
+    let app = stratus_api::rest::router(service.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    maintenance.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Removes expired tombstones and Operations once a minute.
+async fn maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: ServiceConfig) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match store.cleanup(clock.now(), cfg.windows, cfg.operation_ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "cleanup"),
+            Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn opt_duration(name: &str, v: Option<&String>) -> anyhow::Result<Option<stratus_types::proto::wkt::Duration>> {
+    v.map(|s| config::duration(name, s).map(micros_to_duration)).transpose()
+}
+
+/// Creates or updates each declared queue (UpdateQueue is an upsert, so this is idempotent).
+async fn apply_declared_queues(service: &Service, decls: &[QueueDecl]) -> anyhow::Result<()> {
+    for d in decls {
+        let name = QueuePath::parse(&d.name).map_err(|e| anyhow::anyhow!("queues: \"{}\": {}", d.name, e.message))?;
+        let queue = Queue {
+            name: name.to_string(),
+            rate_limits: Some(RateLimits {
+                max_dispatches_per_second: d.max_dispatches_per_second.unwrap_or(0.0),
+                max_burst_size: 0,
+                max_concurrent_dispatches: d.max_concurrent_dispatches.unwrap_or(0),
+            }),
+            retry_config: Some(RetryConfig {
+                max_attempts: d.max_attempts.unwrap_or(0),
+                max_retry_duration: opt_duration("max_retry_duration", d.max_retry_duration.as_ref())?,
+                min_backoff: opt_duration("min_backoff", d.min_backoff.as_ref())?,
+                max_backoff: opt_duration("max_backoff", d.max_backoff.as_ref())?,
+                max_doublings: d.max_doublings.unwrap_or(0),
+            }),
+            ..Default::default()
+        };
+        let mask = stratus_types::proto::wkt::FieldMask {
+            paths: vec!["rate_limits".into(), "retry_config".into()],
+        };
+        service
+            .update_queue(UpdateQueueRequest { queue: Some(queue), update_mask: Some(mask) })
+            .await
+            .map_err(|e| anyhow::anyhow!("queues: \"{}\": {}", d.name, e.message))?;
+        if let Some(state) = &d.state {
+            let st = State::from_str_name(&state.to_ascii_uppercase())
+                .filter(|s| *s != State::Unspecified)
+                .ok_or_else(|| anyhow::anyhow!("queues: \"{}\": state must be RUNNING, PAUSED or DISABLED", d.name))?;
+            service
+                .store()
+                .set_queue_state(&name, st as i32)
+                .await
+                .map_err(|e| anyhow::anyhow!("queues: \"{}\": {e}", d.name))?;
+        }
+        tracing::info!(queue = %name, "declared queue applied");
+    }
+    Ok(())
+}
