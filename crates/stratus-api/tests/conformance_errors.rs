@@ -39,15 +39,22 @@ async fn provoke(h: &Harness, name: &str) -> (u16, Value) {
     match name {
         "queue/create/already-exists" => {
             h.create_queue(Q).await;
-            h.call("POST", loc, Some(&format!(r#"{{"name":"{Q}"}}"#))).await
+            h.call("POST", loc, Some(&format!(r#"{{"name":"{Q}"}}"#)))
+                .await
         }
         "queue/create/invalid-name" => {
-            h.call("POST", loc, Some(r#"{"name":"projects/p/locations/l/queues/not a valid name"}"#)).await
+            h.call(
+                "POST",
+                loc,
+                Some(r#"{"name":"projects/p/locations/l/queues/not a valid name"}"#),
+            )
+            .await
         }
         "queue/create/recently-deleted" => {
             h.create_queue(Q).await;
             h.ok("DELETE", &format!("/v2/{Q}"), None).await;
-            h.call("POST", loc, Some(&format!(r#"{{"name":"{Q}"}}"#))).await
+            h.call("POST", loc, Some(&format!(r#"{{"name":"{Q}"}}"#)))
+                .await
         }
         "queue/delete/not-found" => h.call("DELETE", &format!("/v2/{Q}"), None).await,
         "queue/get/not-found" => h.call("GET", &format!("/v2/{Q}"), None).await,
@@ -66,11 +73,21 @@ async fn provoke(h: &Harness, name: &str) -> (u16, Value) {
         }
         "task/create/invalid-name" => {
             h.create_queue(Q).await;
-            h.create_task(Q, &format!(r#"{{"name":"{Q}/tasks/not a valid id","httpRequest":{{"url":"http://x/"}}}}"#)).await
+            h.create_task(
+                Q,
+                &format!(
+                    r#"{{"name":"{Q}/tasks/not a valid id","httpRequest":{{"url":"http://x/"}}}}"#
+                ),
+            )
+            .await
         }
         "task/create/queue-mismatch" => {
             h.create_queue(Q).await;
-            h.create_task(Q, &format!(r#"{{"name":"{Q}-other/tasks/t1","httpRequest":{{"url":"http://x/"}}}}"#)).await
+            h.create_task(
+                Q,
+                &format!(r#"{{"name":"{Q}-other/tasks/t1","httpRequest":{{"url":"http://x/"}}}}"#),
+            )
+            .await
         }
         "task/create/queue-not-found" => h.create_task(Q, TASK).await,
         "task/create/queue-recently-deleted" => {
@@ -118,7 +135,10 @@ async fn every_recorded_error_is_reproduced() {
         let h = Harness::new();
         let (code, body) = provoke(&h, name).await;
         let status = code_name(case["code"].as_str().unwrap());
-        let message = case["template"].as_str().unwrap().replace("{queue_path}", Q);
+        let message = case["template"]
+            .as_str()
+            .unwrap()
+            .replace("{queue_path}", Q);
         assert_eq!(code, http(status), "{name}: {body}");
         assert_eq!(body["error"]["status"], status, "{name}: {body}");
         assert_eq!(body["error"]["code"], http(status), "{name}: {body}");
@@ -126,7 +146,10 @@ async fn every_recorded_error_is_reproduced() {
         if let Some(details) = case.get("details") {
             let d = &details[0];
             let got = &body["error"]["details"][0];
-            assert_eq!(got["@type"], "type.googleapis.com/google.rpc.Help", "{name}: {body}");
+            assert_eq!(
+                got["@type"], "type.googleapis.com/google.rpc.Help",
+                "{name}: {body}"
+            );
             assert_eq!(got["links"], d["links"], "{name}: {body}");
         }
         checked += 1;

@@ -27,11 +27,20 @@ fn canonical_output() {
         state: 1,
         retry_config: Some(RetryConfig {
             max_attempts: 100,
-            min_backoff: Some(Duration { seconds: 0, nanos: 100_000_000 }),
-            max_backoff: Some(Duration { seconds: 3600, nanos: 0 }),
+            min_backoff: Some(Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            max_backoff: Some(Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
             ..Default::default()
         }),
-        purge_time: Some(Timestamp { seconds: 1_700_000_000, nanos: 5_000 }),
+        purge_time: Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000,
+        }),
         ..Default::default()
     };
     let s = serde_json::to_string(&q).unwrap();

@@ -1,8 +1,7 @@
 //! Error texts of the real Cloud Tasks service (recorded; see `shared/conformance`), in one place.
 
 /// NOT_FOUND for a missing or recently deleted queue (GetQueue, Pause/Resume/Purge, CreateTask, ListTasks).
-pub const QUEUE_NOT_FOUND: &str =
-    "Queue does not exist. If you just created the queue, wait at least a minute for the queue to initialize.";
+pub const QUEUE_NOT_FOUND: &str = "Queue does not exist. If you just created the queue, wait at least a minute for the queue to initialize.";
 /// ALREADY_EXISTS on CreateQueue.
 pub const QUEUE_ALREADY_EXISTS: &str = "Queue already exists";
 /// FAILED_PRECONDITION on CreateQueue inside the queue-name reuse window.
@@ -18,18 +17,15 @@ pub const TASK_RECENTLY_EXISTED: &str =
 /// NOT_FOUND for GetTask on a tombstoned name.
 pub const TASK_GONE: &str = "The task no longer exists, though a task with this name existed recently. The task either successfully completed or was deleted.";
 /// INVALID_ARGUMENT for a malformed queue name.
-pub const QUEUE_NAME_FORMAT: &str =
-    "Queue name must be formatted: \"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>\".";
+pub const QUEUE_NAME_FORMAT: &str = "Queue name must be formatted: \"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>\".";
 /// Help link description for [`QUEUE_NAME_FORMAT`].
 pub const QUEUE_NAME_HELP: &str = "Definition of queue name";
 /// Help link URL for [`QUEUE_NAME_FORMAT`].
-pub const QUEUE_NAME_HELP_URL: &str =
-    "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#Queue.FIELDS.name";
+pub const QUEUE_NAME_HELP_URL: &str = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#Queue.FIELDS.name";
 /// Help link description for an invalid task ID.
 pub const TASK_ID_HELP: &str = "Definition of task ID";
 /// Help link URL for an invalid task ID.
-pub const TASK_ID_HELP_URL: &str =
-    "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.name";
+pub const TASK_ID_HELP_URL: &str = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.name";
 /// INVALID_ARGUMENT when an HTTP task has no URL.
 pub const URL_REQUIRED: &str = "HttpRequest.url is required.";
 /// INVALID_ARGUMENT when an HTTP task URL has another scheme.

@@ -192,12 +192,34 @@ mod tests {
     fn rejects_bad_names() {
         assert!(QueuePath::parse("projects/p/locations/l/queues/bad_id").is_err());
         assert!(QueuePath::parse("projects/p/locations/l/queues/").is_err());
-        assert!(QueuePath::parse(&format!("projects/p/locations/l/queues/{}", "a".repeat(101))).is_err());
-        let e = TaskPath::parse("projects/p/locations/l/queues/q/tasks/not a valid id").unwrap_err();
+        assert!(
+            QueuePath::parse(&format!(
+                "projects/p/locations/l/queues/{}",
+                "a".repeat(101)
+            ))
+            .is_err()
+        );
+        let e =
+            TaskPath::parse("projects/p/locations/l/queues/q/tasks/not a valid id").unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument);
-        assert!(e.message.starts_with("Task ID \"not a valid id\" can contain only"));
+        assert!(
+            e.message
+                .starts_with("Task ID \"not a valid id\" can contain only")
+        );
         assert!(LocationPath::parse("projects/p/locations/l/x", "parent").is_err());
-        assert!(TaskPath::parse(&format!("projects/p/locations/l/queues/q/tasks/{}", "a".repeat(500))).is_ok());
-        assert!(TaskPath::parse(&format!("projects/p/locations/l/queues/q/tasks/{}", "a".repeat(501))).is_err());
+        assert!(
+            TaskPath::parse(&format!(
+                "projects/p/locations/l/queues/q/tasks/{}",
+                "a".repeat(500)
+            ))
+            .is_ok()
+        );
+        assert!(
+            TaskPath::parse(&format!(
+                "projects/p/locations/l/queues/q/tasks/{}",
+                "a".repeat(501)
+            ))
+            .is_err()
+        );
     }
 }

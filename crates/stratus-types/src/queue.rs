@@ -3,7 +3,9 @@
 //! Proto3 cannot tell 0 from unset, so a 0 in any RateLimits or RetryConfig scalar means
 //! "use the default" (as the real service and the reference emulators behave).
 
-use stratus_proto::tasks::{Queue, RateLimits, RetryConfig, StackdriverLoggingConfig, queue::State};
+use stratus_proto::tasks::{
+    Queue, RateLimits, RetryConfig, StackdriverLoggingConfig, queue::State,
+};
 use stratus_proto::wkt::Duration;
 
 use crate::code::Status;
@@ -19,9 +21,15 @@ pub const MAX_CONCURRENT: i32 = 5000;
 /// Default `max_attempts`.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 100;
 /// Default `min_backoff` (0.1 s).
-pub const DEFAULT_MIN_BACKOFF: Duration = Duration { seconds: 0, nanos: 100_000_000 };
+pub const DEFAULT_MIN_BACKOFF: Duration = Duration {
+    seconds: 0,
+    nanos: 100_000_000,
+};
 /// Default `max_backoff` (3600 s).
-pub const DEFAULT_MAX_BACKOFF: Duration = Duration { seconds: 3600, nanos: 0 };
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration {
+    seconds: 3600,
+    nanos: 0,
+};
 /// Default `max_doublings`.
 pub const DEFAULT_MAX_DOUBLINGS: i32 = 16;
 
@@ -61,15 +69,34 @@ fn is_zero(d: Option<&Duration>) -> bool {
 pub fn normalize_retry_config(r: Option<&RetryConfig>) -> RetryConfig {
     let r = r.cloned().unwrap_or_default();
     RetryConfig {
-        max_attempts: if r.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { r.max_attempts },
+        max_attempts: if r.max_attempts == 0 {
+            DEFAULT_MAX_ATTEMPTS
+        } else {
+            r.max_attempts
+        },
         max_retry_duration: if is_zero(r.max_retry_duration.as_ref()) {
             None
         } else {
-            r.max_retry_duration.map(|d| Duration { seconds: d.seconds, nanos: 0 })
+            r.max_retry_duration.map(|d| Duration {
+                seconds: d.seconds,
+                nanos: 0,
+            })
         },
-        min_backoff: if is_zero(r.min_backoff.as_ref()) { Some(DEFAULT_MIN_BACKOFF) } else { r.min_backoff },
-        max_backoff: if is_zero(r.max_backoff.as_ref()) { Some(DEFAULT_MAX_BACKOFF) } else { r.max_backoff },
-        max_doublings: if r.max_doublings == 0 { DEFAULT_MAX_DOUBLINGS } else { r.max_doublings },
+        min_backoff: if is_zero(r.min_backoff.as_ref()) {
+            Some(DEFAULT_MIN_BACKOFF)
+        } else {
+            r.min_backoff
+        },
+        max_backoff: if is_zero(r.max_backoff.as_ref()) {
+            Some(DEFAULT_MAX_BACKOFF)
+        } else {
+            r.max_backoff
+        },
+        max_doublings: if r.max_doublings == 0 {
+            DEFAULT_MAX_DOUBLINGS
+        } else {
+            r.max_doublings
+        },
     }
 }
 
@@ -118,7 +145,9 @@ pub fn validate_retry_config(r: &RetryConfig, field: &str) -> Result<(), Status>
         ("max_backoff", r.max_backoff.as_ref()),
     ] {
         if dur_negative(d) {
-            return Err(Status::invalid(format!("{field}.{name} must not be negative.")));
+            return Err(Status::invalid(format!(
+                "{field}.{name} must not be negative."
+            )));
         }
     }
     let n = normalize_retry_config(Some(r));
@@ -184,8 +213,7 @@ pub fn normalize_queue(mut q: Queue) -> Queue {
     if q.state == State::Unspecified as i32 {
         q.state = State::Running as i32;
     }
-    if q
-        .stackdriver_logging_config
+    if q.stackdriver_logging_config
         .as_ref()
         .is_some_and(|s| *s == StackdriverLoggingConfig::default())
     {
@@ -236,7 +264,12 @@ impl QueueFilter {
             match key.trim() {
                 "state" => {
                     let st = State::from_str_name(value)
-                        .or_else(|| value.parse::<i32>().ok().and_then(|v| State::try_from(v).ok()))
+                        .or_else(|| {
+                            value
+                                .parse::<i32>()
+                                .ok()
+                                .and_then(|v| State::try_from(v).ok())
+                        })
                         .ok_or_else(|| bad_filter(s))?;
                     f.states.push((op, st as i32));
                 }
@@ -249,9 +282,15 @@ impl QueueFilter {
 
     /// Whether a queue passes the filter.
     pub fn matches(&self, q: &Queue) -> bool {
-        self.states.iter().all(|(op, st)| (q.state == *st) == (*op == FilterOp::Eq))
+        self.states
+            .iter()
+            .all(|(op, st)| (q.state == *st) == (*op == FilterOp::Eq))
             && self.names.iter().all(|(op, prefix, v)| {
-                let hit = if *prefix { q.name.starts_with(v.as_str()) } else { q.name == *v };
+                let hit = if *prefix {
+                    q.name.starts_with(v.as_str())
+                } else {
+                    q.name == *v
+                };
                 hit == (*op == FilterOp::Eq)
             })
     }
@@ -271,7 +310,14 @@ mod tests {
     fn defaults_and_burst() {
         let q = normalize_queue(Queue::default());
         let r = q.rate_limits.unwrap();
-        assert_eq!((r.max_dispatches_per_second, r.max_burst_size, r.max_concurrent_dispatches), (500.0, 100, 1000));
+        assert_eq!(
+            (
+                r.max_dispatches_per_second,
+                r.max_burst_size,
+                r.max_concurrent_dispatches
+            ),
+            (500.0, 100, 1000)
+        );
         let rc = q.retry_config.unwrap();
         assert_eq!(rc.max_attempts, 100);
         assert_eq!(rc.min_backoff, Some(DEFAULT_MIN_BACKOFF));
@@ -281,22 +327,51 @@ mod tests {
 
     #[test]
     fn validation() {
-        let bad = RateLimits { max_dispatches_per_second: 501.0, ..Default::default() };
-        assert!(validate_rate_limits(&bad, "queue.rate_limits").unwrap_err().message.contains("max_dispatches_per_second"));
-        let bad = RetryConfig { min_backoff: Some(Duration { seconds: 10, nanos: 0 }), max_backoff: Some(Duration { seconds: 5, nanos: 0 }), ..Default::default() };
+        let bad = RateLimits {
+            max_dispatches_per_second: 501.0,
+            ..Default::default()
+        };
+        assert!(
+            validate_rate_limits(&bad, "queue.rate_limits")
+                .unwrap_err()
+                .message
+                .contains("max_dispatches_per_second")
+        );
+        let bad = RetryConfig {
+            min_backoff: Some(Duration {
+                seconds: 10,
+                nanos: 0,
+            }),
+            max_backoff: Some(Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
         assert!(validate_retry_config(&bad, "queue.retry_config").is_err());
-        let bad = RetryConfig { max_attempts: -2, ..Default::default() };
+        let bad = RetryConfig {
+            max_attempts: -2,
+            ..Default::default()
+        };
         assert!(validate_retry_config(&bad, "queue.retry_config").is_err());
     }
 
     #[test]
     fn filters() {
         let f = QueueFilter::parse("state: PAUSED").unwrap();
-        let mut q = Queue { state: 2, name: "projects/p/locations/l/queues/a".into(), ..Default::default() };
+        let mut q = Queue {
+            state: 2,
+            name: "projects/p/locations/l/queues/a".into(),
+            ..Default::default()
+        };
         assert!(f.matches(&q));
         q.state = 1;
         assert!(!f.matches(&q));
-        assert!(QueueFilter::parse("state != PAUSED AND name: projects/p/locations/l/queues/a").unwrap().matches(&q));
+        assert!(
+            QueueFilter::parse("state != PAUSED AND name: projects/p/locations/l/queues/a")
+                .unwrap()
+                .matches(&q)
+        );
         assert!(QueueFilter::parse("color: red").is_err());
     }
 }

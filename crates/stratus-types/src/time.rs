@@ -61,12 +61,38 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let ts = Timestamp { seconds: 1_900_000_000, nanos: 678_901_234 };
+        let ts = Timestamp {
+            seconds: 1_900_000_000,
+            nanos: 678_901_234,
+        };
         let us = ts_to_micros(&ts);
-        assert_eq!(micros_to_ts(us), Timestamp { seconds: 1_900_000_000, nanos: 678_901_000 });
-        assert_eq!(duration_to_micros(&Duration { seconds: 1, nanos: 500_000_000 }), 1_500_000);
-        assert_eq!(micros_to_ts(-1), Timestamp { seconds: -1, nanos: 999_999_000 });
-        assert_eq!(parse_rfc3339("2030-01-02T03:04:05.678901Z").map(format_rfc3339).as_deref(), Some("2030-01-02T03:04:05.678901Z"));
+        assert_eq!(
+            micros_to_ts(us),
+            Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 678_901_000
+            }
+        );
+        assert_eq!(
+            duration_to_micros(&Duration {
+                seconds: 1,
+                nanos: 500_000_000
+            }),
+            1_500_000
+        );
+        assert_eq!(
+            micros_to_ts(-1),
+            Timestamp {
+                seconds: -1,
+                nanos: 999_999_000
+            }
+        );
+        assert_eq!(
+            parse_rfc3339("2030-01-02T03:04:05.678901Z")
+                .map(format_rfc3339)
+                .as_deref(),
+            Some("2030-01-02T03:04:05.678901Z")
+        );
     }
 }
 
@@ -108,7 +134,7 @@ pub fn parse_human_duration(s: &str) -> Option<Micros> {
     let v = n * scale;
     // Bounded by the check: a finite, non-negative value below i64::MAX.
     #[allow(clippy::cast_possible_truncation)]
-    (v.is_finite() && v >= 0.0 && v < 9.0e18).then_some(v as Micros)
+    (0.0..9.0e18).contains(&v).then_some(v as Micros)
 }
 
 #[cfg(test)]

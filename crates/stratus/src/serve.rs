@@ -13,9 +13,11 @@ use clap::Args;
 use stratus_api::{Service, ServiceConfig};
 use stratus_store::Store;
 use stratus_store_sqlite::{SqliteOptions, SqliteStore};
-use stratus_types::proto::tasks::{Queue, RateLimits, RetryConfig, UpdateQueueRequest, queue::State};
-use stratus_types::time::{Clock, SystemClock, micros_to_duration};
 use stratus_types::QueuePath;
+use stratus_types::proto::tasks::{
+    Queue, RateLimits, RetryConfig, UpdateQueueRequest, queue::State,
+};
+use stratus_types::time::{Clock, SystemClock, micros_to_duration};
 
 use crate::config::{self, FileConfig, QueueDecl};
 
@@ -49,9 +51,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let listen = args.listen.or(file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8123".into());
+    let listen = args
+        .listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8123".into());
     let addr = config::listen_addr(&listen)?;
-    let data_dir = args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("stratus-data"));
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("stratus-data"));
     let mut cfg = ServiceConfig::default();
     if let Some(s) = args.task_tombstone.or(file.task_tombstone.clone()) {
         cfg.windows.tombstone_ttl = config::duration("task_tombstone", &s)?;
@@ -93,7 +101,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Removes expired tombstones and Operations once a minute.
@@ -101,7 +112,10 @@ async fn maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: ServiceC
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        match store.cleanup(clock.now(), cfg.windows, cfg.operation_ttl).await {
+        match store
+            .cleanup(clock.now(), cfg.windows, cfg.operation_ttl)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "cleanup"),
             Err(e) => tracing::warn!(error = %e, "cleanup failed"),
@@ -115,7 +129,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -128,14 +143,19 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn opt_duration(name: &str, v: Option<&String>) -> anyhow::Result<Option<stratus_types::proto::wkt::Duration>> {
-    v.map(|s| config::duration(name, s).map(micros_to_duration)).transpose()
+fn opt_duration(
+    name: &str,
+    v: Option<&String>,
+) -> anyhow::Result<Option<stratus_types::proto::wkt::Duration>> {
+    v.map(|s| config::duration(name, s).map(micros_to_duration))
+        .transpose()
 }
 
 /// Creates or updates each declared queue (UpdateQueue is an upsert, so this is idempotent).
 async fn apply_declared_queues(service: &Service, decls: &[QueueDecl]) -> anyhow::Result<()> {
     for d in decls {
-        let name = QueuePath::parse(&d.name).map_err(|e| anyhow::anyhow!("queues: \"{}\": {}", d.name, e.message))?;
+        let name = QueuePath::parse(&d.name)
+            .map_err(|e| anyhow::anyhow!("queues: \"{}\": {}", d.name, e.message))?;
         let queue = Queue {
             name: name.to_string(),
             rate_limits: Some(RateLimits {
@@ -145,7 +165,10 @@ async fn apply_declared_queues(service: &Service, decls: &[QueueDecl]) -> anyhow
             }),
             retry_config: Some(RetryConfig {
                 max_attempts: d.max_attempts.unwrap_or(0),
-                max_retry_duration: opt_duration("max_retry_duration", d.max_retry_duration.as_ref())?,
+                max_retry_duration: opt_duration(
+                    "max_retry_duration",
+                    d.max_retry_duration.as_ref(),
+                )?,
                 min_backoff: opt_duration("min_backoff", d.min_backoff.as_ref())?,
                 max_backoff: opt_duration("max_backoff", d.max_backoff.as_ref())?,
                 max_doublings: d.max_doublings.unwrap_or(0),
@@ -156,13 +179,21 @@ async fn apply_declared_queues(service: &Service, decls: &[QueueDecl]) -> anyhow
             paths: vec!["rate_limits".into(), "retry_config".into()],
         };
         service
-            .update_queue(UpdateQueueRequest { queue: Some(queue), update_mask: Some(mask) })
+            .update_queue(UpdateQueueRequest {
+                queue: Some(queue),
+                update_mask: Some(mask),
+            })
             .await
             .map_err(|e| anyhow::anyhow!("queues: \"{}\": {}", d.name, e.message))?;
         if let Some(state) = &d.state {
             let st = State::from_str_name(&state.to_ascii_uppercase())
                 .filter(|s| *s != State::Unspecified)
-                .ok_or_else(|| anyhow::anyhow!("queues: \"{}\": state must be RUNNING, PAUSED or DISABLED", d.name))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "queues: \"{}\": state must be RUNNING, PAUSED or DISABLED",
+                        d.name
+                    )
+                })?;
             service
                 .store()
                 .set_queue_state(&name, st as i32)

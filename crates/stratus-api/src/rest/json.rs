@@ -23,7 +23,9 @@ impl Query {
     /// Parses a raw query string (`a=b&c=d`, percent- and plus-decoded).
     pub fn parse(raw: &str) -> Self {
         Query {
-            pairs: form_urlencoded::parse(raw.as_bytes()).into_owned().collect(),
+            pairs: form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
         }
     }
 
@@ -48,9 +50,9 @@ impl Query {
     pub fn int(&self, camel: &str, snake: &str) -> Result<i32, Status> {
         match self.get(camel, snake) {
             None => Ok(0),
-            Some(v) => v
-                .parse()
-                .map_err(|_| Status::invalid(format!("Invalid value at '{snake}' (TYPE_INT32), \"{v}\"."))),
+            Some(v) => v.parse().map_err(|_| {
+                Status::invalid(format!("Invalid value at '{snake}' (TYPE_INT32), \"{v}\"."))
+            }),
         }
     }
 
@@ -77,7 +79,11 @@ impl Query {
 /// Decodes a request message from a JSON body (empty means `{}`). Unknown fields, wrong types
 /// and malformed JSON become INVALID_ARGUMENT naming the field path.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -87,14 +93,38 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
         if path == "." || path.is_empty() {
             Status::invalid(format!("Invalid JSON payload received. {msg}."))
         } else {
-            Status::invalid(format!("Invalid JSON payload received. Invalid value at '{path}': {msg}."))
+            Status::invalid(format!(
+                "Invalid JSON payload received. Invalid value at '{path}': {msg}."
+            ))
         }
     })
 }
 
 /// Encodes a message as canonical proto3 JSON.
 pub fn encode<T: Serialize>(m: &T) -> Value {
-    serde_json::to_value(m).unwrap_or(Value::Null)
+    let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+    utc_z(&mut v);
+    v
+}
+
+/// Timestamps print as `…Z` (proto3 JSON's canonical form), not `…+00:00`.
+fn utc_z(v: &mut Value) {
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(utc_z),
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                match val {
+                    Value::String(s) if k.ends_with("Time") => {
+                        if let Some(base) = s.strip_suffix("+00:00") {
+                            *s = format!("{base}Z");
+                        }
+                    }
+                    _ => utc_z(val),
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The proto3 JSON of a `google.rpc.Status` (details rendered as typed `Any`s).
@@ -107,7 +137,10 @@ pub fn status_json(s: &rpc::Status) -> Value {
         o.insert("message".into(), json!(s.message));
     }
     if !s.details.is_empty() {
-        o.insert("details".into(), Value::Array(s.details.iter().map(any_json).collect()));
+        o.insert(
+            "details".into(),
+            Value::Array(s.details.iter().map(any_json).collect()),
+        );
     }
     Value::Object(o)
 }
@@ -123,7 +156,10 @@ fn with_type(mut v: Value, type_url: &str) -> Value {
 
 fn failed_requests_json(v: &mut Value, failed: &std::collections::BTreeMap<i32, rpc::Status>) {
     if !failed.is_empty() {
-        let m: Map<String, Value> = failed.iter().map(|(k, s)| (k.to_string(), status_json(s))).collect();
+        let m: Map<String, Value> = failed
+            .iter()
+            .map(|(k, s)| (k.to_string(), status_json(s)))
+            .collect();
         v["failedRequests"] = Value::Object(m);
     }
 }
@@ -135,18 +171,28 @@ pub fn any_json(a: &Any) -> Value {
         "google.cloud.tasks.v2.BatchCreateTasksResponse" => {
             BatchCreateTasksResponse::decode(a.value.clone()).map(|m| encode(&m))
         }
-        "google.cloud.tasks.v2.BatchCreateTasksMetadata" => BatchCreateTasksMetadata::decode(a.value.clone()).map(|m| {
-            let failed = m.failed_requests.clone();
-            let mut v = encode(&BatchCreateTasksMetadata { failed_requests: Default::default(), ..m });
-            failed_requests_json(&mut v, &failed);
-            v
-        }),
-        "google.cloud.tasks.v2.BatchDeleteTasksMetadata" => BatchDeleteTasksMetadata::decode(a.value.clone()).map(|m| {
-            let failed = m.failed_requests.clone();
-            let mut v = encode(&BatchDeleteTasksMetadata { failed_requests: Default::default(), ..m });
-            failed_requests_json(&mut v, &failed);
-            v
-        }),
+        "google.cloud.tasks.v2.BatchCreateTasksMetadata" => {
+            BatchCreateTasksMetadata::decode(a.value.clone()).map(|m| {
+                let failed = m.failed_requests.clone();
+                let mut v = encode(&BatchCreateTasksMetadata {
+                    failed_requests: Default::default(),
+                    ..m
+                });
+                failed_requests_json(&mut v, &failed);
+                v
+            })
+        }
+        "google.cloud.tasks.v2.BatchDeleteTasksMetadata" => {
+            BatchDeleteTasksMetadata::decode(a.value.clone()).map(|m| {
+                let failed = m.failed_requests.clone();
+                let mut v = encode(&BatchDeleteTasksMetadata {
+                    failed_requests: Default::default(),
+                    ..m
+                });
+                failed_requests_json(&mut v, &failed);
+                v
+            })
+        }
         "google.rpc.Help" => rpc::Help::decode(a.value.clone()).map(|m| encode(&m)),
         _ => Ok(json!({})),
     };
@@ -189,7 +235,14 @@ pub fn enums_to_int(v: &mut Value, type_url: Option<&str>) {
                         *val = json!(n);
                     }
                 } else {
-                    enums_to_int(val, if k == "metadata" || k == "response" { None } else { ty });
+                    enums_to_int(
+                        val,
+                        if k == "metadata" || k == "response" {
+                            None
+                        } else {
+                            ty
+                        },
+                    );
                 }
             }
         }
@@ -223,12 +276,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = decode::<tasks::CreateTaskRequest>(br#"{"task":{"dispatchDeadline":5}}"#).unwrap_err();
+        let e =
+            decode::<tasks::CreateTaskRequest>(br#"{"task":{"dispatchDeadline":5}}"#).unwrap_err();
         assert!(e.message.contains("task.dispatchDeadline"), "{}", e.message);
         let e = decode::<tasks::CreateTaskRequest>(br#"{"task":{"colour":"red"}}"#).unwrap_err();
         assert!(e.message.contains("colour"), "{}", e.message);
         let e = decode::<tasks::CreateTaskRequest>(b"{not json").unwrap_err();
-        assert!(e.message.starts_with("Invalid JSON payload received."), "{}", e.message);
+        assert!(
+            e.message.starts_with("Invalid JSON payload received."),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -244,10 +302,16 @@ mod tests {
 
     #[test]
     fn query() {
-        let q = Query::parse("pageSize=0&pageToken=&%24alt=json%3Benum-encoding%3Dint&responseView=FULL");
+        let q = Query::parse(
+            "pageSize=0&pageToken=&%24alt=json%3Benum-encoding%3Dint&responseView=FULL",
+        );
         assert!(q.int_enums());
         assert_eq!(q.get("pageToken", "page_token"), None);
         assert_eq!(q.view().unwrap(), 2);
-        assert!(Query::parse("pageSize=x").int("pageSize", "page_size").is_err());
+        assert!(
+            Query::parse("pageSize=x")
+                .int("pageSize", "page_size")
+                .is_err()
+        );
     }
 }

@@ -4,13 +4,16 @@
 use axum::http::Method;
 use serde_json::{Value, json};
 use stratus_types::proto::google::cloud::location::{GetLocationRequest, ListLocationsRequest};
-use stratus_types::proto::google::iam::v1::{GetIamPolicyRequest, SetIamPolicyRequest, TestIamPermissionsRequest};
+use stratus_types::proto::google::iam::v1::{
+    GetIamPolicyRequest, SetIamPolicyRequest, TestIamPermissionsRequest,
+};
 use stratus_types::proto::google::longrunning::GetOperationRequest;
 use stratus_types::proto::tasks::{
-    BatchCreateTasksRequest, BatchDeleteTasksRequest, CmekConfig, CreateQueueRequest, CreateTaskRequest,
-    DeleteQueueRequest, DeleteTaskRequest, GetCmekConfigRequest, GetQueueRequest, GetTaskRequest, ListQueuesRequest,
-    ListTasksRequest, PauseQueueRequest, PurgeQueueRequest, Queue, ResumeQueueRequest, RunTaskRequest,
-    UpdateCmekConfigRequest, UpdateQueueRequest,
+    BatchCreateTasksRequest, BatchDeleteTasksRequest, CmekConfig, CreateQueueRequest,
+    CreateTaskRequest, DeleteQueueRequest, DeleteTaskRequest, GetCmekConfigRequest,
+    GetQueueRequest, GetTaskRequest, ListQueuesRequest, ListTasksRequest, PauseQueueRequest,
+    PurgeQueueRequest, Queue, ResumeQueueRequest, RunTaskRequest, UpdateCmekConfigRequest,
+    UpdateQueueRequest,
 };
 use stratus_types::proto::wkt::FieldMask;
 use stratus_types::{Code, Status};
@@ -27,26 +30,41 @@ fn not_found(method: &Method, path: &str) -> Status {
 
 fn mask(q: &Query) -> Option<FieldMask> {
     q.get("updateMask", "update_mask").map(|m| FieldMask {
-        paths: m.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+        paths: m
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
     })
 }
 
 /// Routes one REST call and returns the response JSON.
-pub(super) async fn route(svc: &Service, method: &Method, path: &str, q: &Query, body: &[u8]) -> Result<Value, Status> {
+pub(super) async fn route(
+    svc: &Service,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    body: &[u8],
+) -> Result<Value, Status> {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Err(not_found(method, path));
     };
     // Percent-decode each segment; split a custom verb off the last one.
     let mut segs: Vec<String> = rest
         .split('/')
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let mut verb = String::new();
     if let Some(last) = segs.last_mut()
-        && let Some((name, v)) = last.rsplit_once(':') {
-            verb = v.to_string();
-            *last = name.to_string();
-        }
+        && let Some((name, v)) = last.rsplit_once(':')
+    {
+        verb = v.to_string();
+        *last = name.to_string();
+    }
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let join = |n: usize| s[..n].join("/");
     let m = method.clone();
@@ -61,23 +79,33 @@ pub(super) async fn route(svc: &Service, method: &Method, path: &str, q: &Query,
             };
             Ok(encode(&svc.list_locations(r).await?))
         }
-        (["projects", _, "locations", _], "") if m == Method::GET => {
-            Ok(encode(&svc.get_location(GetLocationRequest { name: join(4) }).await?))
-        }
+        (["projects", _, "locations", _], "") if m == Method::GET => Ok(encode(
+            &svc.get_location(GetLocationRequest { name: join(4) })
+                .await?,
+        )),
         (["projects", _, "locations", _, "cmekConfig"], "") => {
             if m == Method::GET {
-                Ok(encode(&svc.get_cmek_config(GetCmekConfigRequest { name: join(5) }).await?))
+                Ok(encode(
+                    &svc.get_cmek_config(GetCmekConfigRequest { name: join(5) })
+                        .await?,
+                ))
             } else if m == Method::PATCH {
                 let mut cfg: CmekConfig = decode(body)?;
                 cfg.name = join(5);
-                let r = UpdateCmekConfigRequest { cmek_config: Some(cfg), update_mask: mask(q) };
+                let r = UpdateCmekConfigRequest {
+                    cmek_config: Some(cfg),
+                    update_mask: mask(q),
+                };
                 Ok(encode(&svc.update_cmek_config(r).await?))
             } else {
                 Err(not_found(method, path))
             }
         }
         (["projects", _, "locations", _, "operations", _], "") if m == Method::GET => {
-            Ok(operation_json(&svc.get_operation(GetOperationRequest { name: join(6) }).await?))
+            Ok(operation_json(
+                &svc.get_operation(GetOperationRequest { name: join(6) })
+                    .await?,
+            ))
         }
         (["projects", _, "locations", _, "queues"], "") => {
             let parent = join(4);
@@ -91,7 +119,13 @@ pub(super) async fn route(svc: &Service, method: &Method, path: &str, q: &Query,
                 Ok(encode(&svc.list_queues(r).await?))
             } else if m == Method::POST {
                 let queue: Queue = decode(body)?;
-                Ok(encode(&svc.create_queue(CreateQueueRequest { parent, queue: Some(queue) }).await?))
+                Ok(encode(
+                    &svc.create_queue(CreateQueueRequest {
+                        parent,
+                        queue: Some(queue),
+                    })
+                    .await?,
+                ))
             } else {
                 Err(not_found(method, path))
             }
@@ -113,7 +147,10 @@ pub(super) async fn route(svc: &Service, method: &Method, path: &str, q: &Query,
                         )));
                     }
                     queue.name = name;
-                    let r = UpdateQueueRequest { queue: Some(queue), update_mask: mask(q) };
+                    let r = UpdateQueueRequest {
+                        queue: Some(queue),
+                        update_mask: mask(q),
+                    };
                     Ok(encode(&svc.update_queue(r).await?))
                 }
                 ("purge", Method::POST) => {
@@ -183,7 +220,10 @@ pub(super) async fn route(svc: &Service, method: &Method, path: &str, q: &Query,
             let name = join(8);
             match (verb, m) {
                 ("", Method::GET) => {
-                    let r = GetTaskRequest { name, response_view: q.view()? };
+                    let r = GetTaskRequest {
+                        name,
+                        response_view: q.view()?,
+                    };
                     Ok(encode(&svc.get_task(r).await?))
                 }
                 ("", Method::DELETE) => {

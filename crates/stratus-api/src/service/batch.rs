@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use stratus_types::proto::google::longrunning::{GetOperationRequest, Operation, operation};
 use stratus_types::proto::prost::Message;
 use stratus_types::proto::tasks::{
-    BatchCreateTasksMetadata, BatchCreateTasksRequest, BatchCreateTasksResponse, BatchDeleteTasksMetadata,
-    BatchDeleteTasksRequest, batch_create_tasks_metadata::State as CreateState,
+    BatchCreateTasksMetadata, BatchCreateTasksRequest, BatchCreateTasksResponse,
+    BatchDeleteTasksMetadata, BatchDeleteTasksRequest,
+    batch_create_tasks_metadata::State as CreateState,
     batch_delete_tasks_metadata::State as DeleteState,
 };
 use stratus_types::proto::wkt::Any;
@@ -38,19 +39,34 @@ fn pack<M: Message>(type_name: &str, m: &M) -> Any {
 }
 
 impl Service {
-    async fn replay(&self, parent: &QueuePath, request_id: &str) -> Result<Option<Operation>, Status> {
+    async fn replay(
+        &self,
+        parent: &QueuePath,
+        request_id: &str,
+    ) -> Result<Option<Operation>, Status> {
         if request_id.is_empty() {
             return Ok(None);
         }
         let key = format!("{parent}/{request_id}");
-        let Some(op_name) = self.store.get_blob(REQUEST_IDS, &key).await.map_err(|e| map_store(e, Ctx::Queue))? else {
+        let Some(op_name) = self
+            .store
+            .get_blob(REQUEST_IDS, &key)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))?
+        else {
             return Ok(None);
         };
-        self.load_operation(&String::from_utf8_lossy(&op_name)).await
+        self.load_operation(&String::from_utf8_lossy(&op_name))
+            .await
     }
 
     async fn load_operation(&self, name: &str) -> Result<Option<Operation>, Status> {
-        let Some(bytes) = self.store.get_blob(OPS, name).await.map_err(|e| map_store(e, Ctx::Queue))? else {
+        let Some(bytes) = self
+            .store
+            .get_blob(OPS, name)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))?
+        else {
             return Ok(None);
         };
         Operation::decode(bytes.as_slice())
@@ -58,7 +74,12 @@ impl Service {
             .map_err(|e| Status::internal(format!("stored operation is unreadable: {e}")))
     }
 
-    async fn save_operation(&self, parent: &QueuePath, request_id: &str, op: &Operation) -> Result<(), Status> {
+    async fn save_operation(
+        &self,
+        parent: &QueuePath,
+        request_id: &str,
+        op: &Operation,
+    ) -> Result<(), Status> {
         let now = self.now();
         self.store
             .put_blob(OPS, &op.name, op.encode_to_vec(), now)
@@ -66,7 +87,12 @@ impl Service {
             .map_err(|e| map_store(e, Ctx::Queue))?;
         if !request_id.is_empty() {
             self.store
-                .put_blob(REQUEST_IDS, &format!("{parent}/{request_id}"), op.name.clone().into_bytes(), now)
+                .put_blob(
+                    REQUEST_IDS,
+                    &format!("{parent}/{request_id}"),
+                    op.name.clone().into_bytes(),
+                    now,
+                )
                 .await
                 .map_err(|e| map_store(e, Ctx::Queue))?;
         }
@@ -74,14 +100,23 @@ impl Service {
     }
 
     fn new_operation_name(&self, parent: &QueuePath) -> String {
-        format!("{}/operations/{:016x}", parent.location, rand::random::<u64>())
+        format!(
+            "{}/operations/{:016x}",
+            parent.location,
+            rand::random::<u64>()
+        )
     }
 
     /// BatchCreateTasks: up to 100 tasks; per-item failures go in `failed_requests`.
-    pub async fn batch_create_tasks(&self, req: BatchCreateTasksRequest) -> Result<Operation, Status> {
+    pub async fn batch_create_tasks(
+        &self,
+        req: BatchCreateTasksRequest,
+    ) -> Result<Operation, Status> {
         let parent = QueuePath::parse(&req.parent)?;
         if req.requests.is_empty() {
-            return Err(Status::invalid("requests must contain at least one CreateTaskRequest."));
+            return Err(Status::invalid(
+                "requests must contain at least one CreateTaskRequest.",
+            ));
         }
         if req.requests.len() > MAX_BATCH_CREATE {
             return Err(Status::invalid(format!(
@@ -150,7 +185,11 @@ impl Service {
         };
         let result = if tasks.is_empty() {
             operation::Result::Error(
-                Status::new(Code::Aborted, "Every request of the batch failed; see metadata.failed_requests.").to_proto(),
+                Status::new(
+                    Code::Aborted,
+                    "Every request of the batch failed; see metadata.failed_requests.",
+                )
+                .to_proto(),
             )
         } else {
             operation::Result::Response(pack(
@@ -160,7 +199,10 @@ impl Service {
         };
         let op = Operation {
             name: self.new_operation_name(&parent),
-            metadata: Some(pack("google.cloud.tasks.v2.BatchCreateTasksMetadata", &metadata)),
+            metadata: Some(pack(
+                "google.cloud.tasks.v2.BatchCreateTasksMetadata",
+                &metadata,
+            )),
             done: true,
             result: Some(result),
         };
@@ -169,10 +211,15 @@ impl Service {
     }
 
     /// BatchDeleteTasks: up to 1000 names; per-item failures go in `failed_requests`.
-    pub async fn batch_delete_tasks(&self, req: BatchDeleteTasksRequest) -> Result<Operation, Status> {
+    pub async fn batch_delete_tasks(
+        &self,
+        req: BatchDeleteTasksRequest,
+    ) -> Result<Operation, Status> {
         let parent = QueuePath::parse(&req.parent)?;
         if req.names.is_empty() {
-            return Err(Status::invalid("names must contain at least one task name."));
+            return Err(Status::invalid(
+                "names must contain at least one task name.",
+            ));
         }
         if req.names.len() > MAX_BATCH_DELETE {
             return Err(Status::invalid(format!(
@@ -195,7 +242,12 @@ impl Service {
                     index_of.push(idx);
                 }
                 Ok(_) => {
-                    failed.insert(idx, Status::invalid(format!("names[{i}] \"{n}\" is not a task of parent \"{parent}\".")));
+                    failed.insert(
+                        idx,
+                        Status::invalid(format!(
+                            "names[{i}] \"{n}\" is not a task of parent \"{parent}\"."
+                        )),
+                    );
                 }
                 Err(e) => {
                     failed.insert(idx, e);
@@ -230,14 +282,21 @@ impl Service {
         };
         let result = if failed.len() == total {
             operation::Result::Error(
-                Status::new(Code::Aborted, "Every request of the batch failed; see metadata.failed_requests.").to_proto(),
+                Status::new(
+                    Code::Aborted,
+                    "Every request of the batch failed; see metadata.failed_requests.",
+                )
+                .to_proto(),
             )
         } else {
             operation::Result::Response(pack("google.protobuf.Empty", &()))
         };
         let op = Operation {
             name: self.new_operation_name(&parent),
-            metadata: Some(pack("google.cloud.tasks.v2.BatchDeleteTasksMetadata", &metadata)),
+            metadata: Some(pack(
+                "google.cloud.tasks.v2.BatchDeleteTasksMetadata",
+                &metadata,
+            )),
             done: true,
             result: Some(result),
         };

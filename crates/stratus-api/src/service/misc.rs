@@ -3,8 +3,13 @@
 //! Stratus does not enforce IAM policies: it stores them so tools that manage them keep
 //! working. API access control is a separate, Stratus-level mechanism.
 
-use stratus_types::proto::google::cloud::location::{GetLocationRequest, ListLocationsRequest, ListLocationsResponse, Location};
-use stratus_types::proto::google::iam::v1::{GetIamPolicyRequest, Policy, SetIamPolicyRequest, TestIamPermissionsRequest, TestIamPermissionsResponse};
+use stratus_types::proto::google::cloud::location::{
+    GetLocationRequest, ListLocationsRequest, ListLocationsResponse, Location,
+};
+use stratus_types::proto::google::iam::v1::{
+    GetIamPolicyRequest, Policy, SetIamPolicyRequest, TestIamPermissionsRequest,
+    TestIamPermissionsResponse,
+};
 use stratus_types::proto::prost::Message;
 use stratus_types::proto::tasks::{CmekConfig, GetCmekConfigRequest, UpdateCmekConfigRequest};
 use stratus_types::{Code, LocationPath, QueuePath, Status};
@@ -28,14 +33,21 @@ impl Service {
     /// GetIamPolicy: the stored policy, `{}` when none was set.
     pub async fn get_iam_policy(&self, req: GetIamPolicyRequest) -> Result<Policy, Status> {
         let q = QueuePath::parse(&req.resource)?;
-        self.store.get_iam_policy(&q).await.map_err(|e| map_store(e, Ctx::Queue))
+        self.store
+            .get_iam_policy(&q)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))
     }
 
     /// SetIamPolicy: replaces the policy; a stale `etag` is refused with ABORTED.
     pub async fn set_iam_policy(&self, req: SetIamPolicyRequest) -> Result<Policy, Status> {
         let q = QueuePath::parse(&req.resource)?;
         let mut policy = req.policy.ok_or_else(|| required("policy"))?;
-        let current = self.store.get_iam_policy(&q).await.map_err(|e| map_store(e, Ctx::Queue))?;
+        let current = self
+            .store
+            .get_iam_policy(&q)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))?;
         if !policy.etag.is_empty() && policy.etag != current.etag {
             return Err(Status::new(
                 Code::Aborted,
@@ -45,12 +57,18 @@ impl Service {
         policy.etag = Default::default();
         let digest = Sha256::digest(policy.encode_to_vec());
         policy.etag = digest[..8].to_vec();
-        self.store.set_iam_policy(&q, policy).await.map_err(|e| map_store(e, Ctx::Queue))
+        self.store
+            .set_iam_policy(&q, policy)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))
     }
 
     /// TestIamPermissions: every requested permission is granted (no IAM enforcement); a
     /// missing queue yields the empty set, as on the real service.
-    pub async fn test_iam_permissions(&self, req: TestIamPermissionsRequest) -> Result<TestIamPermissionsResponse, Status> {
+    pub async fn test_iam_permissions(
+        &self,
+        req: TestIamPermissionsRequest,
+    ) -> Result<TestIamPermissionsResponse, Status> {
         let q = QueuePath::parse(&req.resource)?;
         let permissions = match self.store.get_queue(&q).await {
             Ok(_) => req.permissions,
@@ -70,12 +88,20 @@ impl Service {
     }
 
     /// Locations.ListLocations: the configured locations of the project.
-    pub async fn list_locations(&self, req: ListLocationsRequest) -> Result<ListLocationsResponse, Status> {
+    pub async fn list_locations(
+        &self,
+        req: ListLocationsRequest,
+    ) -> Result<ListLocationsResponse, Status> {
         let project = req
             .name
             .strip_prefix("projects/")
             .filter(|p| stratus_types::names::valid_project_id(p))
-            .ok_or_else(|| Status::invalid(format!("name \"{}\" must be formatted \"projects/<PROJECT_ID>\".", req.name)))?;
+            .ok_or_else(|| {
+                Status::invalid(format!(
+                    "name \"{}\" must be formatted \"projects/<PROJECT_ID>\".",
+                    req.name
+                ))
+            })?;
         let locations = self
             .cfg
             .locations
@@ -103,14 +129,24 @@ impl Service {
     pub async fn get_cmek_config(&self, req: GetCmekConfigRequest) -> Result<CmekConfig, Status> {
         let loc = cmek_location(&req.name)?;
         let name = format!("{loc}/cmekConfig");
-        let stored = self.store.get_blob(CMEK, &name).await.map_err(|e| map_store(e, Ctx::Queue))?;
+        let stored = self
+            .store
+            .get_blob(CMEK, &name)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))?;
         Ok(stored
             .and_then(|b| CmekConfig::decode(b.as_slice()).ok())
-            .unwrap_or(CmekConfig { name, kms_key: String::new() }))
+            .unwrap_or(CmekConfig {
+                name,
+                kms_key: String::new(),
+            }))
     }
 
     /// UpdateCmekConfig: stores and echoes `kms_key` (Stratus does not encrypt with it).
-    pub async fn update_cmek_config(&self, req: UpdateCmekConfigRequest) -> Result<CmekConfig, Status> {
+    pub async fn update_cmek_config(
+        &self,
+        req: UpdateCmekConfigRequest,
+    ) -> Result<CmekConfig, Status> {
         let cfg = req.cmek_config.ok_or_else(|| required("cmek_config"))?;
         let loc = cmek_location(&cfg.name)?;
         let out = CmekConfig {

@@ -47,9 +47,20 @@ pub fn encode(resource: &str, filter: &str, key: &str, id: &str, now: Micros) ->
 }
 
 /// Decodes a token; returns `(key, id)` to resume after.
-pub fn decode(token: &str, resource: &str, filter: &str, now: Micros) -> Result<(String, String), Status> {
-    let bad = || Status::invalid(format!("Invalid page_token \"{token}\": it was not issued for this request."));
-    let bytes = URL_SAFE_NO_PAD.decode(token.as_bytes()).map_err(|_| bad())?;
+pub fn decode(
+    token: &str,
+    resource: &str,
+    filter: &str,
+    now: Micros,
+) -> Result<(String, String), Status> {
+    let bad = || {
+        Status::invalid(format!(
+            "Invalid page_token \"{token}\": it was not issued for this request."
+        ))
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.as_bytes())
+        .map_err(|_| bad())?;
     let t: Token = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if t.r != resource {
         return Err(bad());
@@ -60,7 +71,9 @@ pub fn decode(token: &str, resource: &str, filter: &str, now: Micros) -> Result<
         ));
     }
     if now.saturating_sub(t.t) > TOKEN_LIFETIME {
-        return Err(Status::invalid("The page_token has expired (tokens live 2 hours)."));
+        return Err(Status::invalid(
+            "The page_token has expired (tokens live 2 hours).",
+        ));
     }
     Ok((t.k, t.i))
 }
@@ -72,10 +85,23 @@ mod tests {
     #[test]
     fn round_trip_and_rejections() {
         let tok = encode("projects/p/locations/l", "state: PAUSED", "q1", "", 10);
-        assert_eq!(decode(&tok, "projects/p/locations/l", "state: PAUSED", 20).unwrap().0, "q1");
+        assert_eq!(
+            decode(&tok, "projects/p/locations/l", "state: PAUSED", 20)
+                .unwrap()
+                .0,
+            "q1"
+        );
         assert!(decode(&tok, "projects/p/locations/x", "state: PAUSED", 20).is_err());
         assert!(decode(&tok, "projects/p/locations/l", "", 20).is_err());
-        assert!(decode(&tok, "projects/p/locations/l", "state: PAUSED", 10 + TOKEN_LIFETIME + 1).is_err());
+        assert!(
+            decode(
+                &tok,
+                "projects/p/locations/l",
+                "state: PAUSED",
+                10 + TOKEN_LIFETIME + 1
+            )
+            .is_err()
+        );
         assert!(decode("!!", "projects/p/locations/l", "", 0).is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use stratus_types::proto::tasks::{
     CreateQueueRequest, DeleteQueueRequest, GetQueueRequest, ListQueuesRequest, ListQueuesResponse,
-    PauseQueueRequest, PurgeQueueRequest, Queue, ResumeQueueRequest, UpdateQueueRequest, queue::State,
+    PauseQueueRequest, PurgeQueueRequest, Queue, ResumeQueueRequest, UpdateQueueRequest,
+    queue::State,
 };
 use stratus_types::queue::{QueueFilter, normalize_queue, validate_queue};
 use stratus_types::{LocationPath, QueuePath, Status};
@@ -27,7 +28,10 @@ impl Service {
         let parent = LocationPath::parse(&req.parent, "parent")?;
         let filter = QueueFilter::parse(&req.filter)?;
         if req.page_size < 0 {
-            return Err(Status::invalid(format!("page_size must not be negative; got {}.", req.page_size)));
+            return Err(Status::invalid(format!(
+                "page_size must not be negative; got {}.",
+                req.page_size
+            )));
         }
         let limit = match usize::try_from(req.page_size).unwrap_or(0) {
             0 => MAX_QUEUE_PAGE,
@@ -57,7 +61,10 @@ impl Service {
     /// GetQueue.
     pub async fn get_queue(&self, req: GetQueueRequest) -> Result<Queue, Status> {
         let name = QueuePath::parse(&req.name)?;
-        self.store.get_queue(&name).await.map_err(|e| map_store(e, Ctx::Queue))
+        self.store
+            .get_queue(&name)
+            .await
+            .map_err(|e| map_store(e, Ctx::Queue))
     }
 
     /// CreateQueue.
@@ -90,7 +97,11 @@ impl Service {
         let name = QueuePath::parse(&input.name)?;
         validate_queue(&input)?;
         let paths = match &req.update_mask {
-            Some(m) if !m.paths.is_empty() => m.paths.iter().map(|p| mask_path(p)).collect::<Result<Vec<_>, _>>()?,
+            Some(m) if !m.paths.is_empty() => m
+                .paths
+                .iter()
+                .map(|p| mask_path(p))
+                .collect::<Result<Vec<_>, _>>()?,
             _ => MUTABLE.iter().map(|s| s.to_string()).collect(),
         };
         let full_name = name.to_string();
@@ -195,7 +206,10 @@ fn snake(seg: &str) -> String {
 /// Normalises a mask path to snake_case and checks it is known.
 fn mask_path(p: &str) -> Result<String, Status> {
     let norm = p.trim().split('.').map(snake).collect::<Vec<_>>().join(".");
-    if MUTABLE.contains(&norm.as_str()) || LEAVES.contains(&norm.as_str()) || IGNORED.contains(&norm.as_str()) {
+    if MUTABLE.contains(&norm.as_str())
+        || LEAVES.contains(&norm.as_str())
+        || IGNORED.contains(&norm.as_str())
+    {
         Ok(norm)
     } else {
         Err(Status::invalid(format!(
@@ -207,7 +221,9 @@ fn mask_path(p: &str) -> Result<String, Status> {
 /// Copies the field at `path` from `src` into `dst`.
 fn apply_path(dst: &mut Queue, src: &Queue, path: &str) {
     match path {
-        "app_engine_routing_override" => dst.app_engine_routing_override = src.app_engine_routing_override.clone(),
+        "app_engine_routing_override" => {
+            dst.app_engine_routing_override = src.app_engine_routing_override.clone()
+        }
         "http_target" => dst.http_target = src.http_target.clone(),
         "rate_limits" => dst.rate_limits = src.rate_limits,
         "retry_config" => dst.retry_config = src.retry_config,
@@ -219,8 +235,12 @@ fn apply_path(dst: &mut Queue, src: &Queue, path: &str) {
                 let s = src.rate_limits.unwrap_or_default();
                 let d = dst.rate_limits.get_or_insert_with(Default::default);
                 match leaf {
-                    "max_dispatches_per_second" => d.max_dispatches_per_second = s.max_dispatches_per_second,
-                    "max_concurrent_dispatches" => d.max_concurrent_dispatches = s.max_concurrent_dispatches,
+                    "max_dispatches_per_second" => {
+                        d.max_dispatches_per_second = s.max_dispatches_per_second
+                    }
+                    "max_concurrent_dispatches" => {
+                        d.max_concurrent_dispatches = s.max_concurrent_dispatches
+                    }
                     _ => {}
                 }
             } else if let Some(leaf) = path.strip_prefix("retry_config.") {
@@ -243,7 +263,11 @@ fn apply_path(dst: &mut Queue, src: &Queue, path: &str) {
                     "http_method" => d.http_method = s.http_method,
                     "header_overrides" => d.header_overrides = s.header_overrides,
                     "oauth_token" | "oidc_token" => {
-                        let keep = matches!((leaf, &s.authorization_header), ("oauth_token", Some(A::OauthToken(_))) | ("oidc_token", Some(A::OidcToken(_))));
+                        let keep = matches!(
+                            (leaf, &s.authorization_header),
+                            ("oauth_token", Some(A::OauthToken(_)))
+                                | ("oidc_token", Some(A::OidcToken(_)))
+                        );
                         if keep || s.authorization_header.is_none() {
                             d.authorization_header = s.authorization_header;
                         }
@@ -262,8 +286,14 @@ mod tests {
 
     #[test]
     fn mask_paths_in_both_casings() {
-        assert_eq!(mask_path("rateLimits.maxDispatchesPerSecond").unwrap(), "rate_limits.max_dispatches_per_second");
-        assert_eq!(mask_path("rate_limits.max_dispatches_per_second").unwrap(), "rate_limits.max_dispatches_per_second");
+        assert_eq!(
+            mask_path("rateLimits.maxDispatchesPerSecond").unwrap(),
+            "rate_limits.max_dispatches_per_second"
+        );
+        assert_eq!(
+            mask_path("rate_limits.max_dispatches_per_second").unwrap(),
+            "rate_limits.max_dispatches_per_second"
+        );
         assert!(mask_path("rateLimits.color").is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use stratus_store::TaskCursor;
 use stratus_types::proto::tasks::{
-    CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, RunTaskRequest, Task,
+    CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse,
+    RunTaskRequest, Task,
 };
 use stratus_types::{Code, QueuePath, Status, TaskPath};
 
@@ -18,7 +19,10 @@ impl Service {
         let parent = QueuePath::parse(&req.parent)?;
         check_view(req.response_view, "response_view")?;
         if req.page_size < 0 {
-            return Err(Status::invalid(format!("page_size must not be negative; got {}.", req.page_size)));
+            return Err(Status::invalid(format!(
+                "page_size must not be negative; got {}.",
+                req.page_size
+            )));
         }
         let limit = match usize::try_from(req.page_size).unwrap_or(0) {
             0 => MAX_TASK_PAGE,
@@ -30,8 +34,13 @@ impl Service {
             None
         } else {
             let (k, i) = paging::decode(&req.page_token, &resource, "", now)?;
-            let schedule_time = k.parse().map_err(|_| Status::invalid("Invalid page_token."))?;
-            Some(TaskCursor { schedule_time, task_id: i })
+            let schedule_time = k
+                .parse()
+                .map_err(|_| Status::invalid("Invalid page_token."))?;
+            Some(TaskCursor {
+                schedule_time,
+                task_id: i,
+            })
         };
         let page = self
             .store
@@ -39,10 +48,16 @@ impl Service {
             .await
             .map_err(|e| map_store(e, Ctx::Queue))?;
         Ok(ListTasksResponse {
-            tasks: page.tasks.into_iter().map(|t| apply_view(t, req.response_view)).collect(),
+            tasks: page
+                .tasks
+                .into_iter()
+                .map(|t| apply_view(t, req.response_view))
+                .collect(),
             next_page_token: page
                 .next
-                .map(|c| paging::encode(&resource, "", &c.schedule_time.to_string(), &c.task_id, now))
+                .map(|c| {
+                    paging::encode(&resource, "", &c.schedule_time.to_string(), &c.task_id, now)
+                })
                 .unwrap_or_default(),
         })
     }

@@ -6,9 +6,13 @@
 
 use stratus_types::proto::prost::Message;
 use stratus_types::proto::tasks::task::MessageType;
-use stratus_types::proto::tasks::{AppEngineHttpRequest, HttpMethod, HttpRequest, Task, http_request};
+use stratus_types::proto::tasks::{
+    AppEngineHttpRequest, HttpMethod, HttpRequest, Task, http_request,
+};
 use stratus_types::queue::{normalize_retry_config, validate_retry_config};
-use stratus_types::time::{SECOND, duration_to_micros, micros_to_duration, micros_to_ts, ts_to_micros};
+use stratus_types::time::{
+    SECOND, duration_to_micros, micros_to_duration, micros_to_ts, ts_to_micros,
+};
 use stratus_types::{Micros, QueuePath, Status, TaskPath, messages};
 
 use crate::ServiceConfig;
@@ -31,7 +35,12 @@ pub const MAX_HTTP_DEADLINE: Micros = 1800 * SECOND;
 pub const MAX_APP_ENGINE_DEADLINE: Micros = 86_415 * SECOND;
 
 /// Validates and completes a task for `parent`; `index` prefixes field names in batch items.
-pub fn prepare_task(task: Option<Task>, parent: &QueuePath, now: Micros, cfg: &ServiceConfig) -> Result<Task, Status> {
+pub fn prepare_task(
+    task: Option<Task>,
+    parent: &QueuePath,
+    now: Micros,
+    cfg: &ServiceConfig,
+) -> Result<Task, Status> {
     let mut task = task.ok_or_else(|| super::required("task"))?;
     // Name: given (must be under parent) or generated.
     if task.name.is_empty() {
@@ -39,7 +48,10 @@ pub fn prepare_task(task: Option<Task>, parent: &QueuePath, now: Micros, cfg: &S
     } else {
         let path = TaskPath::parse(&task.name)?;
         if path.queue != *parent {
-            return Err(Status::invalid(messages::queue_mismatch(&parent.to_string(), &path.queue.to_string())));
+            return Err(Status::invalid(messages::queue_mismatch(
+                &parent.to_string(),
+                &path.queue.to_string(),
+            )));
         }
     }
     // Output-only fields are ignored on input.
@@ -63,12 +75,20 @@ pub fn prepare_task(task: Option<Task>, parent: &QueuePath, now: Micros, cfg: &S
     }
     task.schedule_time = Some(micros_to_ts(schedule));
 
-    let deadline = task.dispatch_deadline.as_ref().map(duration_to_micros).unwrap_or(0);
+    let deadline = task
+        .dispatch_deadline
+        .as_ref()
+        .map(duration_to_micros)
+        .unwrap_or(0);
     let deadline = deadline - deadline.rem_euclid(1000); // ms precision
     match task.message_type.as_mut() {
         Some(MessageType::HttpRequest(req)) => {
             prepare_http(req)?;
-            let d = if deadline == 0 { DEFAULT_DEADLINE } else { deadline };
+            let d = if deadline == 0 {
+                DEFAULT_DEADLINE
+            } else {
+                deadline
+            };
             check_deadline(d, MAX_HTTP_DEADLINE)?;
             task.dispatch_deadline = Some(micros_to_duration(d));
         }
@@ -122,7 +142,9 @@ fn fmt_secs(us: Micros) -> String {
 }
 
 fn method_name(m: i32) -> &'static str {
-    HttpMethod::try_from(m).map(|m| m.as_str_name()).unwrap_or("UNKNOWN")
+    HttpMethod::try_from(m)
+        .map(|m| m.as_str_name())
+        .unwrap_or("UNKNOWN")
 }
 
 fn check_method(m: &mut i32, field: &str) -> Result<(), Status> {
@@ -130,12 +152,17 @@ fn check_method(m: &mut i32, field: &str) -> Result<(), Status> {
         *m = HttpMethod::Post as i32;
     }
     if HttpMethod::try_from(*m).is_err() {
-        return Err(Status::invalid(format!("{field} has an unknown value {m}.")));
+        return Err(Status::invalid(format!(
+            "{field} has an unknown value {m}."
+        )));
     }
     Ok(())
 }
 
-fn check_headers(headers: &std::collections::BTreeMap<String, String>, field: &str) -> Result<(), Status> {
+fn check_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+    field: &str,
+) -> Result<(), Status> {
     let total: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_HEADER_BYTES {
         return Err(Status::invalid(format!(
@@ -144,7 +171,9 @@ fn check_headers(headers: &std::collections::BTreeMap<String, String>, field: &s
     }
     for k in headers.keys() {
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(Status::invalid(format!("{field} has an invalid header name \"{k}\".")));
+            return Err(Status::invalid(format!(
+                "{field} has an invalid header name \"{k}\"."
+            )));
         }
     }
     Ok(())
@@ -172,7 +201,9 @@ fn prepare_http(req: &mut HttpRequest) -> Result<(), Status> {
     }
     check_method(&mut req.http_method, "task.http_request.http_method")?;
     if !req.body.is_empty()
-        && ![HttpMethod::Post, HttpMethod::Put, HttpMethod::Patch].iter().any(|m| *m as i32 == req.http_method)
+        && ![HttpMethod::Post, HttpMethod::Put, HttpMethod::Patch]
+            .iter()
+            .any(|m| *m as i32 == req.http_method)
     {
         return Err(Status::invalid(format!(
             "task.http_request.body is allowed only for POST, PUT and PATCH; the method is {}.",
@@ -181,11 +212,19 @@ fn prepare_http(req: &mut HttpRequest) -> Result<(), Status> {
     }
     check_headers(&req.headers, "task.http_request.headers")?;
     match &req.authorization_header {
-        Some(http_request::AuthorizationHeader::OidcToken(t)) if t.service_account_email.is_empty() => {
-            return Err(Status::invalid("task.http_request.oidc_token.service_account_email is required."));
+        Some(http_request::AuthorizationHeader::OidcToken(t))
+            if t.service_account_email.is_empty() =>
+        {
+            return Err(Status::invalid(
+                "task.http_request.oidc_token.service_account_email is required.",
+            ));
         }
-        Some(http_request::AuthorizationHeader::OauthToken(t)) if t.service_account_email.is_empty() => {
-            return Err(Status::invalid("task.http_request.oauth_token.service_account_email is required."));
+        Some(http_request::AuthorizationHeader::OauthToken(t))
+            if t.service_account_email.is_empty() =>
+        {
+            return Err(Status::invalid(
+                "task.http_request.oauth_token.service_account_email is required.",
+            ));
         }
         _ => {}
     }
@@ -207,8 +246,15 @@ fn prepare_app_engine(req: &mut AppEngineHttpRequest) -> Result<(), Status> {
             "task.app_engine_http_request.relative_uri is longer than {MAX_URL_LEN} characters."
         )));
     }
-    check_method(&mut req.http_method, "task.app_engine_http_request.http_method")?;
-    if !req.body.is_empty() && ![HttpMethod::Post, HttpMethod::Put].iter().any(|m| *m as i32 == req.http_method) {
+    check_method(
+        &mut req.http_method,
+        "task.app_engine_http_request.http_method",
+    )?;
+    if !req.body.is_empty()
+        && ![HttpMethod::Post, HttpMethod::Put]
+            .iter()
+            .any(|m| *m as i32 == req.http_method)
+    {
         return Err(Status::invalid(format!(
             "task.app_engine_http_request.body is allowed only for POST and PUT; the method is {}.",
             method_name(req.http_method)
@@ -220,10 +266,26 @@ fn prepare_app_engine(req: &mut AppEngineHttpRequest) -> Result<(), Status> {
         let l = k.to_ascii_lowercase();
         !(l == "host" || l.starts_with("x-google-") || l.starts_with("x-appengine-"))
     });
-    set_header(&mut req.headers, "User-Agent", APP_ENGINE_USER_AGENT.to_string());
-    set_header(&mut req.headers, "Content-Length", req.body.len().to_string());
-    if !req.body.is_empty() && !req.headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
-        req.headers.insert("Content-Type".to_string(), "application/octet-stream".to_string());
+    set_header(
+        &mut req.headers,
+        "User-Agent",
+        APP_ENGINE_USER_AGENT.to_string(),
+    );
+    set_header(
+        &mut req.headers,
+        "Content-Length",
+        req.body.len().to_string(),
+    );
+    if !req.body.is_empty()
+        && !req
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"))
+    {
+        req.headers.insert(
+            "Content-Type".to_string(),
+            "application/octet-stream".to_string(),
+        );
     }
     Ok(())
 }
@@ -245,7 +307,9 @@ pub fn apply_view(mut task: Task, view: i32) -> Task {
 /// Checks a response_view value (0, 1 or 2).
 pub fn check_view(view: i32, field: &str) -> Result<(), Status> {
     if !(0..=2).contains(&view) {
-        return Err(Status::invalid(format!("{field} must be BASIC or FULL; got {view}.")));
+        return Err(Status::invalid(format!(
+            "{field} must be BASIC or FULL; got {view}."
+        )));
     }
     Ok(())
 }

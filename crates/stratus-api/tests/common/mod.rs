@@ -60,7 +60,8 @@ impl Harness {
 
     /// Sends a request; returns the HTTP status and the JSON body.
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        self.call_raw(method, path, body.unwrap_or("").as_bytes().to_vec()).await
+        self.call_raw(method, path, body.unwrap_or("").as_bytes().to_vec())
+            .await
     }
 
     pub async fn call_raw(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -72,12 +73,23 @@ impl Harness {
             .unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
-        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         if path.starts_with("/v2/") {
-            assert_eq!(ct.as_deref(), Some("application/json; charset=UTF-8"), "content type of {path}");
+            assert_eq!(
+                ct.as_deref(),
+                Some("application/json; charset=UTF-8"),
+                "content type of {path}"
+            );
         }
-        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
         (status, json)
     }
 
@@ -90,11 +102,21 @@ impl Harness {
 
     pub async fn create_queue(&self, name: &str) -> Value {
         let parent = name.rsplit_once("/queues/").unwrap().0;
-        self.ok("POST", &format!("/v2/{parent}/queues"), Some(&format!(r#"{{"name":"{name}"}}"#))).await
+        self.ok(
+            "POST",
+            &format!("/v2/{parent}/queues"),
+            Some(&format!(r#"{{"name":"{name}"}}"#)),
+        )
+        .await
     }
 
     pub async fn create_task(&self, queue: &str, task: &str) -> (u16, Value) {
-        self.call("POST", &format!("/v2/{queue}/tasks"), Some(&format!(r#"{{"task":{task}}}"#))).await
+        self.call(
+            "POST",
+            &format!("/v2/{queue}/tasks"),
+            Some(&format!(r#"{{"task":{task}}}"#)),
+        )
+        .await
     }
 }
 
@@ -105,5 +127,8 @@ pub fn assert_error(got: &(u16, Value), http: u16, status: &str, message_part: &
     assert_eq!(v["error"]["code"], http, "{v}");
     assert_eq!(v["error"]["status"], status, "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains(message_part), "message {msg:?} lacks {message_part:?}");
+    assert!(
+        msg.contains(message_part),
+        "message {msg:?} lacks {message_part:?}"
+    );
 }

@@ -1,0 +1,182 @@
+//! Benchmark: durable CreateTask calls per second through the REST API at several client
+//! concurrencies, next to the raw HTTP rate of the same load generator against a trivial
+//! endpoint (`POST /healthz`, same body size) of the same server: the in-run ceiling.
+//!
+//! Run: `cargo run --release -p stratus --example bench_creates -- [--bin target/release/stratus]
+//! [--seconds 5] [--clients 1,16,64]`. The server runs as a separate process on a free
+//! loopback port with its store in a temp dir (synchronous=FULL: every acknowledged create is
+//! on disk).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const QUEUE: &str = "projects/bench/locations/local/queues/bench";
+
+struct Opts {
+    bin: String,
+    seconds: u64,
+    clients: Vec<usize>,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        bin: "target/release/stratus".into(),
+        seconds: 5,
+        clients: vec![1, 16, 64],
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < args.len() {
+        match args[i].as_str() {
+            "--bin" => o.bin = args[i + 1].clone(),
+            "--seconds" => o.seconds = args[i + 1].parse().expect("--seconds N"),
+            "--clients" => {
+                o.clients = args[i + 1]
+                    .split(',')
+                    .map(|c| c.parse().expect("--clients 1,16,64"))
+                    .collect()
+            }
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn start(bin: &str, dir: &std::path::Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("STRATUS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {bin}: {e} (build it with cargo build --release -p stratus)")
+        });
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (child, port);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not start");
+}
+
+/// Runs `clients` loops for `secs` seconds, each sending one request after the other;
+/// returns completed requests per second. Any non-2xx answer aborts the run.
+async fn load(
+    url: String,
+    body: serde_json::Value,
+    clients: usize,
+    secs: u64,
+    task_body: bool,
+) -> f64 {
+    let run = clients;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let (http, url, body, done, stop) = (
+            http.clone(),
+            url.clone(),
+            body.clone(),
+            done.clone(),
+            stop.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut b = body.clone();
+                if task_body {
+                    // Unique names: every create is a real insert with dedup checks.
+                    b["task"]["name"] = json!(format!("{QUEUE}/tasks/r{run}-c{c}-{n}"));
+                }
+                let r = http
+                    .post(&url)
+                    .json(&b)
+                    .send()
+                    .await
+                    .expect("request failed");
+                assert!(r.status().is_success(), "status {}", r.status());
+                let _ = r.bytes().await;
+                n += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = start(&o.bin, dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v2/projects/bench/locations/local/queues"))
+        .json(&json!({"name": QUEUE}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // A 1 KiB body, as in the store figures of DESIGN.md.
+    let payload = "A".repeat(1368); // base64 text of 1026 bytes
+    let task =
+        json!({"task": {"httpRequest": {"url": "http://127.0.0.1:9/hook", "body": payload}}});
+    println!(
+        "machine: {} cores; {} s per run; body 1 KiB; store synchronous=FULL",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        o.seconds
+    );
+    println!(
+        "{:>8} {:>14} {:>14} {:>8}",
+        "clients", "ceiling req/s", "creates/s", "ratio"
+    );
+    for &c in &o.clients {
+        let ceiling = load(format!("{base}/healthz"), task.clone(), c, o.seconds, false).await;
+        let creates = load(
+            format!("{base}/v2/{QUEUE}/tasks"),
+            task.clone(),
+            c,
+            o.seconds,
+            true,
+        )
+        .await;
+        println!(
+            "{c:>8} {ceiling:>14.0} {creates:>14.0} {:>7.0}%",
+            100.0 * creates / ceiling
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
