@@ -1,0 +1,183 @@
+"""Fixtures of the Python official-client compatibility suite.
+
+A REAL `stratus serve` process is started once per session (and a second one with zero
+tombstone / queue-reuse windows, only when a test asks for it). Every test talks to it with
+the official `google-cloud-tasks` client over REST, exactly as a user would (spec §9).
+
+Environment:
+  STRATUS_BIN   path of the server binary (default: <repo>/target/debug/stratus)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+# The server is on loopback: never send its traffic through a proxy from the environment.
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = ",".join(filter(None, [os.environ.get(_var, ""), "127.0.0.1", "localhost"]))
+
+# (label, log tail) of every server stopped, for the failure summary.
+_LOGS: list[tuple[str, str]] = []
+
+
+def _free_port() -> int:
+    """A port that was free a moment ago (bind port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stratus_bin() -> Path:
+    raw = os.environ.get("STRATUS_BIN", "target/debug/stratus")
+    path = Path(raw)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class StratusServer:
+    """One `stratus serve` child process on a free loopback port with its own data dir."""
+
+    def __init__(self, label: str, extra_args: list[str]):
+        self.label = label
+        self.extra_args = extra_args
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"stratus-py-{label}-")
+        self.data_dir = Path(self.tmp.name) / "data"
+        self.log_path = Path(self.tmp.name) / "server.log"
+        self.port = 0
+        self.url = ""
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> None:
+        binary = _stratus_bin()
+        if not binary.is_file():
+            raise RuntimeError(
+                f"stratus binary not found at {binary}; build it (cargo build -p stratus) "
+                "or set STRATUS_BIN"
+            )
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            str(binary),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.tmp.name,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(
+                    f"stratus ({self.label}) exited with {rc} during startup: {' '.join(cmd)}\n"
+                    f"{_tail(self.log_path)}"
+                )
+            try:
+                r = requests.get(f"{self.url}/healthz", timeout=1)
+                if r.status_code == 200:
+                    return
+                last_error = f"/healthz answered {r.status_code}"
+            except requests.RequestException as e:
+                last_error = str(e)
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"stratus ({self.label}) did not answer GET /healthz with 200 within "
+            f"{STARTUP_TIMEOUT_S:.0f}s ({last_error})\n{_tail(self.log_path)}"
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+            _LOGS.append((f"{self.label} ({self.url})", _tail(self.log_path)))
+        self.tmp.cleanup()
+
+
+def make_client(url: str) -> tasks_v2.CloudTasksClient:
+    """The official client on REST, anonymous, pointed at `url` (spec §9)."""
+    return tasks_v2.CloudTasksClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=url),
+    )
+
+
+def _serve(label: str, extra_args: list[str]):
+    server = StratusServer(label, extra_args)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The main server: default windows (task tombstone 1h, queue reuse block 7d)."""
+    yield from _serve("default", ["--task-tombstone", "1h", "--queue-reuse-block", "7d"])
+
+
+@pytest.fixture(scope="session")
+def server_zero():
+    """A second server with zero tombstone and queue-reuse windows."""
+    yield from _serve("zero", ["--task-tombstone", "0s", "--queue-reuse-block", "0s"])
+
+
+@pytest.fixture(scope="session")
+def client(server) -> tasks_v2.CloudTasksClient:
+    return make_client(server.url)
+
+
+@pytest.fixture(scope="session")
+def client_zero(server_zero) -> tasks_v2.CloudTasksClient:
+    return make_client(server_zero.url)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """On failure, show the end of each server's log (its temp dir is gone by now)."""
+    if exitstatus == 0:
+        return
+    for label, tail in _LOGS:
+        terminalreporter.write_sep("-", f"stratus server log, {label}, last lines")
+        terminalreporter.write_line(tail)
