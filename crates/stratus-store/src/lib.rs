@@ -136,7 +136,12 @@ pub type QueueUpdate = Box<dyn FnOnce(Option<Queue>) -> Result<Queue, Status> + 
 pub trait Store: Send + Sync + 'static {
     /// Creates a queue (already validated and normalised). Errors: `QueueExists`,
     /// `QueueRecentlyDeleted`.
-    async fn create_queue(&self, queue: Queue, now: Micros, w: Windows) -> Result<Queue, StoreError>;
+    async fn create_queue(
+        &self,
+        queue: Queue,
+        now: Micros,
+        w: Windows,
+    ) -> Result<Queue, StoreError>;
 
     /// Read-modify-write of a queue, creating it when missing (upsert). `update` gets the current
     /// queue or `None`. Errors: `QueueRecentlyDeleted` (missing and name blocked), `Rejected`.
@@ -213,13 +218,20 @@ pub trait Store: Send + Sync + 'static {
     async fn get_iam_policy(&self, queue: &QueuePath) -> Result<Policy, StoreError>;
 
     /// Replaces the IAM policy of a live queue and returns it. Errors: `QueueNotFound`.
-    async fn set_iam_policy(&self, queue: &QueuePath, policy: Policy) -> Result<Policy, StoreError>;
+    async fn set_iam_policy(&self, queue: &QueuePath, policy: Policy)
+    -> Result<Policy, StoreError>;
 
     /// A stored blob by key in a namespace (used for CMEK configs and finished Operations).
     async fn get_blob(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Stores a blob by key in a namespace (replacing any previous value), durably.
-    async fn put_blob(&self, namespace: &str, key: &str, value: Vec<u8>, now: Micros) -> Result<(), StoreError>;
+    async fn put_blob(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        now: Micros,
+    ) -> Result<(), StoreError>;
 
     /// Removes rows no longer needed: finished tasks whose `finished_at` is older than
     /// `now - tombstone_ttl`, queue tombstones older than `now - queue_reuse_block`, and blobs
