@@ -63,9 +63,11 @@ pub(crate) fn prepare(
         })?
         .to_string();
     let schedule_time = task.schedule_time.as_ref().map_or(now, ts_to_micros);
-    let create_time = task.create_time.as_ref().map_or(now, ts_to_micros);
+    // The column keeps the create instant at µs precision (PurgeQueue compares against it);
+    // the API shows it truncated to whole seconds, as Cloud Tasks does.
+    let create_time = now;
     task.schedule_time = Some(micros_to_ts(schedule_time));
-    task.create_time = Some(micros_to_ts(create_time));
+    task.create_time = Some(micros_to_ts(whole_seconds(create_time)));
     let proto = task.encode_to_vec();
     Ok(NewTask {
         task_id,
@@ -79,8 +81,12 @@ pub(crate) fn prepare(
 fn to_task(proto: &[u8], schedule_time: Micros, create_time: Micros) -> Result<Task, StoreError> {
     let mut t = Task::decode(proto).map_err(|e| decode("task", e))?;
     t.schedule_time = Some(micros_to_ts(schedule_time));
-    t.create_time = Some(micros_to_ts(create_time));
+    t.create_time = Some(micros_to_ts(whole_seconds(create_time)));
     Ok(t)
+}
+
+fn whole_seconds(us: Micros) -> Micros {
+    us - us.rem_euclid(stratus_types::time::SECOND)
 }
 
 /// Whether a finished row still blocks its name at `now`.

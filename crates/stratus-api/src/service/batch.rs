@@ -143,7 +143,9 @@ impl Service {
         let mut index_of = Vec::new();
         for (i, r) in req.requests.into_iter().enumerate() {
             let idx = i32::try_from(i).unwrap_or(i32::MAX);
-            match prepare_task(r.task, &parent, start, &self.cfg) {
+            match prepare_task(r.task, &parent, start, &self.cfg, || {
+                self.new_task_id(start)
+            }) {
                 Ok(t) => {
                     valid.push(t);
                     views.push(r.response_view);

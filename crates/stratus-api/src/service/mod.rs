@@ -12,6 +12,7 @@ mod tasks;
 pub mod validate;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use stratus_store::{Store, StoreError};
 use stratus_types::time::Clock;
@@ -24,12 +25,19 @@ pub struct Service {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cfg: ServiceConfig,
+    /// Last generated task ID; see [`Service::new_task_id`].
+    last_id: AtomicU64,
 }
 
 impl Service {
     /// A service over `store`, reading time from `clock`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: ServiceConfig) -> Self {
-        Service { store, clock, cfg }
+        Service {
+            store,
+            clock,
+            cfg,
+            last_id: AtomicU64::new(0),
+        }
     }
 
     /// The settings in force.
@@ -44,6 +52,26 @@ impl Service {
 
     fn now(&self) -> stratus_types::Micros {
         self.clock.now()
+    }
+
+    /// A new task ID: `now_µs << 12` made strictly increasing within the process, printed as a
+    /// 19-digit decimal like the real service's IDs. Ascending IDs keep inserts into the
+    /// store's name index at its right edge (random IDs measured at half the create rate).
+    fn new_task_id(&self, now: stratus_types::Micros) -> u64 {
+        let base = u64::try_from(now).unwrap_or(0) << 12;
+        let mut last = self.last_id.load(Ordering::Relaxed);
+        loop {
+            let next = base.max(last + 1);
+            match self.last_id.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Task RPCs: List, Get, Create, Delete, Run.
 
-use stratus_store::TaskCursor;
+use stratus_store::{StoreError, TaskCursor};
 use stratus_types::proto::tasks::{
     CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse,
     RunTaskRequest, Task,
@@ -74,22 +74,36 @@ impl Service {
         Ok(apply_view(task, req.response_view))
     }
 
-    /// CreateTask.
+    /// CreateTask. A generated name that collides with an existing task (possible only if
+    /// the clock went back across a restart) is replaced by a fresh one, at most 3 times.
     pub async fn create_task(&self, req: CreateTaskRequest) -> Result<Task, Status> {
         let parent = QueuePath::parse(&req.parent)?;
         check_view(req.response_view, "response_view")?;
-        let now = self.now();
-        let task = prepare_task(req.task, &parent, now, &self.cfg)?;
-        let mut results = self
-            .store
-            .create_tasks(&parent, vec![task], now, self.cfg.windows)
-            .await
-            .map_err(|e| map_store(e, Ctx::Queue))?;
-        let created = results
-            .pop()
-            .ok_or_else(|| Status::internal("the store returned no outcome"))?
-            .map_err(|e| map_store(e, Ctx::Queue))?;
-        Ok(apply_view(created, req.response_view))
+        let generated = req.task.as_ref().is_some_and(|t| t.name.is_empty());
+        let mut attempts = 0;
+        loop {
+            let now = self.now();
+            let task = prepare_task(req.task.clone(), &parent, now, &self.cfg, || {
+                self.new_task_id(now)
+            })?;
+            let mut results = self
+                .store
+                .create_tasks(&parent, vec![task], now, self.cfg.windows)
+                .await
+                .map_err(|e| map_store(e, Ctx::Queue))?;
+            let outcome = results
+                .pop()
+                .ok_or_else(|| Status::internal("the store returned no outcome"))?;
+            match outcome {
+                Ok(created) => return Ok(apply_view(created, req.response_view)),
+                Err(StoreError::TaskExists | StoreError::TaskRecentlyExisted)
+                    if generated && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => return Err(map_store(e, Ctx::Queue)),
+            }
+        }
     }
 
     /// DeleteTask.

@@ -34,17 +34,18 @@ pub const MAX_HTTP_DEADLINE: Micros = 1800 * SECOND;
 /// Longest App Engine dispatch deadline.
 pub const MAX_APP_ENGINE_DEADLINE: Micros = 86_415 * SECOND;
 
-/// Validates and completes a task for `parent`; `index` prefixes field names in batch items.
+/// Validates and completes a task for `parent`; an unnamed task gets the ID `new_id` gives.
 pub fn prepare_task(
     task: Option<Task>,
     parent: &QueuePath,
     now: Micros,
     cfg: &ServiceConfig,
+    new_id: impl FnOnce() -> u64,
 ) -> Result<Task, Status> {
     let mut task = task.ok_or_else(|| super::required("task"))?;
     // Name: given (must be under parent) or generated.
     if task.name.is_empty() {
-        task.name = parent.task(&rand::random::<u64>().to_string()).to_string();
+        task.name = parent.task(&new_id().to_string()).to_string();
     } else {
         let path = TaskPath::parse(&task.name)?;
         if path.queue != *parent {
