@@ -196,7 +196,10 @@ async fn task_create_get_list_delete() {
         .await;
     let name = created["name"].as_str().unwrap().to_string();
     let id = name.rsplit('/').next().unwrap();
-    assert!(id.bytes().all(|b| b.is_ascii_digit()) && id.len() == 19, "generated id {id}");
+    assert!(
+        id.bytes().all(|b| b.is_ascii_digit()) && id.len() == 19,
+        "generated id {id}"
+    );
     assert_eq!(created["view"], "FULL");
     assert_eq!(created["dispatchDeadline"], "30s");
     assert_eq!(created["httpRequest"]["httpMethod"], "PUT");
@@ -219,7 +222,14 @@ async fn task_create_get_list_delete() {
         )
         .await;
     assert_eq!(t2["dispatchDeadline"], "600s");
-    let id2: u64 = t2["name"].as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap();
+    let id2: u64 = t2["name"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(id2 > id.parse::<u64>().unwrap(), "generated IDs ascend");
     assert_eq!(t2["httpRequest"]["httpMethod"], "POST");
     assert_eq!(

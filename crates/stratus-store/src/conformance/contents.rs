@@ -89,11 +89,27 @@ pub(super) async fn queue_purge(s: &dyn Store) {
     let q2 = qp("q2");
     make_queue(s, &q2).await;
     let half = SECOND / 2;
-    create_ok(s, &q2, task_at(&q2, "early", T0 + HOUR, T0 + half - 1), T0 + half - 1).await;
+    create_ok(
+        s,
+        &q2,
+        task_at(&q2, "early", T0 + HOUR, T0 + half - 1),
+        T0 + half - 1,
+    )
+    .await;
     s.purge_queue(&q2, T0 + half).await.expect("purge q2");
-    create_ok(s, &q2, task_at(&q2, "late", T0 + HOUR, T0 + half + 1), T0 + half + 1).await;
+    create_ok(
+        s,
+        &q2,
+        task_at(&q2, "late", T0 + HOUR, T0 + half + 1),
+        T0 + half + 1,
+    )
+    .await;
     let page = s.list_tasks(&q2, None, 10).await.expect("list_tasks");
-    assert_eq!(ids(&page.tasks), vec!["late"], "purge compares µs create instants");
+    assert_eq!(
+        ids(&page.tasks),
+        vec!["late"],
+        "purge compares µs create instants"
+    );
     assert_eq!(
         page.tasks[0].create_time,
         Some(micros_to_ts(T0)),
