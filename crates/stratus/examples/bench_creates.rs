@@ -3,7 +3,7 @@
 //! endpoint (`POST /healthz`, same body size) of the same server: the in-run ceiling.
 //!
 //! Run: `cargo run --release -p stratus --example bench_creates -- [--bin target/release/stratus]
-//! [--seconds 5] [--clients 1,16,64]`. The server runs as a separate process on a free
+//! [--seconds 5] [--clients 1,16,64] [--endpoint http://127.0.0.1:8123]`. The server runs as a separate process on a free
 //! loopback port with its store in a temp dir (synchronous=FULL: every acknowledged create is
 //! on disk).
 
@@ -18,6 +18,8 @@ const QUEUE: &str = "projects/bench/locations/local/queues/bench";
 
 struct Opts {
     bin: String,
+    /// Use an already running server instead of starting one (for profiling it).
+    endpoint: Option<String>,
     seconds: u64,
     clients: Vec<usize>,
 }
@@ -25,6 +27,7 @@ struct Opts {
 fn opts() -> Opts {
     let mut o = Opts {
         bin: "target/release/stratus".into(),
+        endpoint: None,
         seconds: 5,
         clients: vec![1, 16, 64],
     };
@@ -33,6 +36,7 @@ fn opts() -> Opts {
     while i + 1 < args.len() {
         match args[i].as_str() {
             "--bin" => o.bin = args[i + 1].clone(),
+            "--endpoint" => o.endpoint = Some(args[i + 1].clone()),
             "--seconds" => o.seconds = args[i + 1].parse().expect("--seconds N"),
             "--clients" => {
                 o.clients = args[i + 1]
@@ -137,8 +141,13 @@ async fn load(
 async fn main() {
     let o = opts();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = start(&o.bin, dir.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = match &o.endpoint {
+        Some(e) => (None, e.clone()),
+        None => {
+            let (c, port) = start(&o.bin, dir.path());
+            (Some(c), format!("http://127.0.0.1:{port}"))
+        }
+    };
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{base}/v2/projects/bench/locations/local/queues"))
@@ -177,6 +186,8 @@ async fn main() {
             100.0 * creates / ceiling
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Some(c) = child.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

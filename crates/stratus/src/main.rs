@@ -7,6 +7,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the server allocates and frees many small buffers per request (HTTP, JSON,
+/// protos); it measured faster than the system allocator under the create benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stratus: a durable HTTP task queue speaking the Google Cloud Tasks v2 API.
 #[derive(Parser)]
 #[command(name = "stratus", version, about)]

@@ -33,5 +33,5 @@ pub fn error_response(status: &Status) -> Response {
         err["details"] = serde_json::Value::Array(details);
     }
     let code = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    super::json_response(code, &json!({ "error": err }), false)
+    super::json_response(code, json!({ "error": err }), false)
 }

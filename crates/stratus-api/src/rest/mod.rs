@@ -46,17 +46,16 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     let query = json::Query::parse(parts.uri.query().unwrap_or(""));
     let int_enums = query.int_enums();
     match routes::route(&svc, &parts.method, parts.uri.path(), &query, &bytes).await {
-        Ok(value) => json_response(StatusCode::OK, &value, int_enums),
+        Ok(value) => json_response(StatusCode::OK, value, int_enums),
         Err(status) => error_response(&status),
     }
 }
 
 pub(crate) fn json_response(
     code: StatusCode,
-    value: &serde_json::Value,
+    mut value: serde_json::Value,
     int_enums: bool,
 ) -> Response {
-    let mut value = value.clone();
     if int_enums {
         json::enums_to_int(&mut value, None);
     }
