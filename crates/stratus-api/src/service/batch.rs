@@ -31,6 +31,21 @@ const REQUEST_IDS: &str = "batch-request";
 /// Type URL prefix of packed messages.
 pub const TYPE_PREFIX: &str = "type.googleapis.com/";
 
+/// Refuses an empty batch or one over `max` items.
+fn check_size(len: usize, max: usize, field: &str, what: &str) -> Result<(), Status> {
+    if len == 0 {
+        return Err(Status::invalid(format!(
+            "{field} must contain at least one item."
+        )));
+    }
+    if len > max {
+        return Err(Status::invalid(format!(
+            "{field} contains {len} {what}; the limit is {max}."
+        )));
+    }
+    Ok(())
+}
+
 fn pack<M: Message>(type_name: &str, m: &M) -> Any {
     Any {
         type_url: format!("{TYPE_PREFIX}{type_name}"),
@@ -99,6 +114,35 @@ impl Service {
         Ok(())
     }
 
+    /// Builds the finished Operation of a batch (`response` `None` when every item failed:
+    /// then the Operation carries ABORTED) and stores it for GetOperation and replays.
+    async fn finish_batch(
+        &self,
+        parent: &QueuePath,
+        request_id: &str,
+        metadata: Any,
+        response: Option<Any>,
+    ) -> Result<Operation, Status> {
+        let result = match response {
+            Some(r) => operation::Result::Response(r),
+            None => operation::Result::Error(
+                Status::new(
+                    Code::Aborted,
+                    "Every request of the batch failed; see metadata.failed_requests.",
+                )
+                .to_proto(),
+            ),
+        };
+        let op = Operation {
+            name: self.new_operation_name(parent),
+            metadata: Some(metadata),
+            done: true,
+            result: Some(result),
+        };
+        self.save_operation(parent, request_id, &op).await?;
+        Ok(op)
+    }
+
     fn new_operation_name(&self, parent: &QueuePath) -> String {
         format!(
             "{}/operations/{:016x}",
@@ -113,17 +157,12 @@ impl Service {
         req: BatchCreateTasksRequest,
     ) -> Result<Operation, Status> {
         let parent = QueuePath::parse(&req.parent)?;
-        if req.requests.is_empty() {
-            return Err(Status::invalid(
-                "requests must contain at least one CreateTaskRequest.",
-            ));
-        }
-        if req.requests.len() > MAX_BATCH_CREATE {
-            return Err(Status::invalid(format!(
-                "requests contains {} CreateTaskRequests; the limit is {MAX_BATCH_CREATE}.",
-                req.requests.len()
-            )));
-        }
+        check_size(
+            req.requests.len(),
+            MAX_BATCH_CREATE,
+            "requests",
+            "CreateTaskRequests",
+        )?;
         for (i, r) in req.requests.iter().enumerate() {
             if !r.parent.is_empty() && r.parent != req.parent {
                 return Err(Status::invalid(format!(
@@ -185,31 +224,15 @@ impl Service {
             state: state as i32,
             failed_requests: failed.iter().map(|(k, v)| (*k, v.to_proto())).collect(),
         };
-        let result = if tasks.is_empty() {
-            operation::Result::Error(
-                Status::new(
-                    Code::Aborted,
-                    "Every request of the batch failed; see metadata.failed_requests.",
-                )
-                .to_proto(),
-            )
-        } else {
-            operation::Result::Response(pack(
+        let response = (!tasks.is_empty()).then(|| {
+            pack(
                 "google.cloud.tasks.v2.BatchCreateTasksResponse",
                 &BatchCreateTasksResponse { tasks },
-            ))
-        };
-        let op = Operation {
-            name: self.new_operation_name(&parent),
-            metadata: Some(pack(
-                "google.cloud.tasks.v2.BatchCreateTasksMetadata",
-                &metadata,
-            )),
-            done: true,
-            result: Some(result),
-        };
-        self.save_operation(&parent, &req.request_id, &op).await?;
-        Ok(op)
+            )
+        });
+        let metadata = pack("google.cloud.tasks.v2.BatchCreateTasksMetadata", &metadata);
+        self.finish_batch(&parent, &req.request_id, metadata, response)
+            .await
     }
 
     /// BatchDeleteTasks: up to 1000 names; per-item failures go in `failed_requests`.
@@ -218,17 +241,7 @@ impl Service {
         req: BatchDeleteTasksRequest,
     ) -> Result<Operation, Status> {
         let parent = QueuePath::parse(&req.parent)?;
-        if req.names.is_empty() {
-            return Err(Status::invalid(
-                "names must contain at least one task name.",
-            ));
-        }
-        if req.names.len() > MAX_BATCH_DELETE {
-            return Err(Status::invalid(format!(
-                "names contains {} task names; the limit is {MAX_BATCH_DELETE}.",
-                req.names.len()
-            )));
-        }
+        check_size(req.names.len(), MAX_BATCH_DELETE, "names", "task names")?;
         if let Some(op) = self.replay(&parent, &req.request_id).await? {
             return Ok(op);
         }
@@ -282,28 +295,10 @@ impl Service {
             state: state as i32,
             failed_requests: failed.iter().map(|(k, v)| (*k, v.to_proto())).collect(),
         };
-        let result = if failed.len() == total {
-            operation::Result::Error(
-                Status::new(
-                    Code::Aborted,
-                    "Every request of the batch failed; see metadata.failed_requests.",
-                )
-                .to_proto(),
-            )
-        } else {
-            operation::Result::Response(pack("google.protobuf.Empty", &()))
-        };
-        let op = Operation {
-            name: self.new_operation_name(&parent),
-            metadata: Some(pack(
-                "google.cloud.tasks.v2.BatchDeleteTasksMetadata",
-                &metadata,
-            )),
-            done: true,
-            result: Some(result),
-        };
-        self.save_operation(&parent, &req.request_id, &op).await?;
-        Ok(op)
+        let response = (failed.len() < total).then(|| pack("google.protobuf.Empty", &()));
+        let metadata = pack("google.cloud.tasks.v2.BatchDeleteTasksMetadata", &metadata);
+        self.finish_batch(&parent, &req.request_id, metadata, response)
+            .await
     }
 
     /// Operations.GetOperation.
