@@ -93,8 +93,10 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|t| tasks::prepare(&name, t, now))
             .collect();
+        // No savepoint: the closure reports duplicates per item in `Ok` and fails only on a
+        // storage error (which rolls back its whole batch).
         self.writer()
-            .write(move |tx| match queues::live_id(tx, &name)? {
+            .write_whole(move |tx| match queues::live_id(tx, &name)? {
                 None => Ok(prepared
                     .iter()
                     .map(|_| Err(StoreError::QueueNotFound))
