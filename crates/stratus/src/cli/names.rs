@@ -1,68 +1,24 @@
 //! Queue and task names as the CLI accepts them: a short ID (resolved with `--project` and
 //! `--location`, or `--queue` for tasks) or a full `projects/…` resource name.
 //!
-//! The CLI checks only the shape; the server validates the characters and answers with the
-//! same INVALID_ARGUMENT texts every client sees.
+//! The names are `stratus_types`' typed paths, parsed by the same code as the server's, so a
+//! malformed name fails locally with the message the server would give.
 
-use std::fmt;
-
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
+pub use stratus_types::{
+    LocationPath as LocationName, QueuePath as QueueName, TaskPath as TaskName,
+};
 
 use super::LocationArgs;
 
-/// `projects/{project}/locations/{location}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocationName {
-    /// Project ID.
-    pub project: String,
-    /// Location ID.
-    pub location: String,
+/// The URL path segments of a resource name, after `/v2/`.
+pub trait Segments {
+    /// The segments, unescaped (the client percent-encodes each one).
+    fn segments(&self) -> Vec<String>;
 }
 
-/// `projects/{project}/locations/{location}/queues/{queue}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueName {
-    /// The parent location.
-    pub parent: LocationName,
-    /// Queue ID.
-    pub queue: String,
-}
-
-/// `projects/{project}/locations/{location}/queues/{queue}/tasks/{task}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskName {
-    /// The parent queue.
-    pub queue: QueueName,
-    /// Task ID.
-    pub task: String,
-}
-
-/// Rejects empty IDs and IDs with a `/`, which would silently address another resource.
-fn check_id(kind: &str, id: &str) -> Result<()> {
-    if id.is_empty() {
-        bail!("{kind} ID must not be empty");
-    }
-    if id.contains('/') {
-        bail!(
-            "invalid {kind} name {id:?}: give a short ID or a full projects/P/locations/L/… name"
-        );
-    }
-    Ok(())
-}
-
-impl LocationName {
-    /// The location named by `--project` and `--location`.
-    pub fn from_args(args: &LocationArgs) -> Result<Self> {
-        check_id("project", &args.project)?;
-        check_id("location", &args.location)?;
-        Ok(LocationName {
-            project: args.project.clone(),
-            location: args.location.clone(),
-        })
-    }
-
-    /// The URL path segments after `/v2/`.
-    pub fn segments(&self) -> Vec<String> {
+impl Segments for LocationName {
+    fn segments(&self) -> Vec<String> {
         vec![
             "projects".into(),
             self.project.clone(),
@@ -72,103 +28,63 @@ impl LocationName {
     }
 }
 
-impl QueueName {
-    /// Resolves `arg`: a full `projects/P/locations/L/queues/Q` name, or a short ID in the
-    /// location given by `loc`.
-    pub fn resolve(arg: &str, loc: &LocationArgs) -> Result<Self> {
-        if arg.starts_with("projects/") {
-            let parts: Vec<&str> = arg.split('/').collect();
-            return match parts.as_slice() {
-                ["projects", p, "locations", l, "queues", q]
-                    if !p.is_empty() && !l.is_empty() && !q.is_empty() =>
-                {
-                    Ok(QueueName {
-                        parent: LocationName {
-                            project: (*p).to_string(),
-                            location: (*l).to_string(),
-                        },
-                        queue: (*q).to_string(),
-                    })
-                }
-                _ => bail!(
-                    "invalid queue name {arg:?}: expected projects/PROJECT/locations/LOCATION/queues/QUEUE"
-                ),
-            };
-        }
-        check_id("queue", arg)?;
-        Ok(QueueName {
-            parent: LocationName::from_args(loc)?,
-            queue: arg.to_string(),
-        })
-    }
-
-    /// The URL path segments after `/v2/`.
-    pub fn segments(&self) -> Vec<String> {
-        let mut s = self.parent.segments();
+impl Segments for QueueName {
+    fn segments(&self) -> Vec<String> {
+        let mut s = self.location.segments();
         s.extend(["queues".to_string(), self.queue.clone()]);
         s
     }
 }
 
-impl TaskName {
-    /// Resolves `arg`: a full `projects/…/queues/Q/tasks/T` name (then `--queue` is optional
-    /// and must agree), or a short ID in the queue given by `queue`.
-    pub fn resolve(arg: &str, queue: Option<&str>, loc: &LocationArgs) -> Result<Self> {
-        if arg.starts_with("projects/") {
-            let Some((queue_part, task)) = arg.rsplit_once("/tasks/") else {
-                bail!(
-                    "invalid task name {arg:?}: expected projects/P/locations/L/queues/Q/tasks/TASK"
-                );
-            };
-            let parsed = QueueName::resolve(queue_part, loc)?;
-            check_id("task", task)?;
-            if let Some(q) = queue {
-                let given = QueueName::resolve(q, loc)?;
-                if given.queue != parsed.queue
-                    || (q.starts_with("projects/") && given.parent != parsed.parent)
-                {
-                    bail!("task {arg:?} is not in --queue {q:?}");
-                }
-            }
-            return Ok(TaskName {
-                queue: parsed,
-                task: task.to_string(),
-            });
-        }
-        let Some(q) = queue else {
-            bail!("--queue is required unless TASK is a full projects/…/tasks/… name");
-        };
-        check_id("task", arg)?;
-        Ok(TaskName {
-            queue: QueueName::resolve(q, loc)?,
-            task: arg.to_string(),
-        })
-    }
-
-    /// The URL path segments after `/v2/`.
-    pub fn segments(&self) -> Vec<String> {
+impl Segments for TaskName {
+    fn segments(&self) -> Vec<String> {
         let mut s = self.queue.segments();
         s.extend(["tasks".to_string(), self.task.clone()]);
         s
     }
 }
 
-impl fmt::Display for LocationName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "projects/{}/locations/{}", self.project, self.location)
-    }
+fn status(e: stratus_types::Status) -> anyhow::Error {
+    anyhow!("{}", e.message)
 }
 
-impl fmt::Display for QueueName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/queues/{}", self.parent, self.queue)
-    }
+/// The location named by `--project` and `--location`.
+pub fn location_from_args(args: &LocationArgs) -> Result<LocationName> {
+    LocationName::parse(
+        &format!("projects/{}/locations/{}", args.project, args.location),
+        "--project/--location",
+    )
+    .map_err(status)
 }
 
-impl fmt::Display for TaskName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/tasks/{}", self.queue, self.task)
+/// Resolves `arg`: a full `projects/P/locations/L/queues/Q` name, or a short ID in the location
+/// given by `loc`.
+pub fn resolve_queue(arg: &str, loc: &LocationArgs) -> Result<QueueName> {
+    if arg.starts_with("projects/") {
+        return QueueName::parse(arg).map_err(status);
     }
+    QueueName::parse(&location_from_args(loc)?.queue(arg).to_string()).map_err(status)
+}
+
+/// Resolves `arg`: a full `projects/…/queues/Q/tasks/T` name (then `--queue` is optional and
+/// must agree), or a short ID in the queue given by `queue`.
+pub fn resolve_task(arg: &str, queue: Option<&str>, loc: &LocationArgs) -> Result<TaskName> {
+    if arg.starts_with("projects/") {
+        let parsed = TaskName::parse(arg).map_err(status)?;
+        if let Some(q) = queue {
+            let given = resolve_queue(q, loc)?;
+            if given.queue != parsed.queue.queue
+                || (q.starts_with("projects/") && given.location != parsed.queue.location)
+            {
+                bail!("task {arg:?} is not in --queue {q:?}");
+            }
+        }
+        return Ok(parsed);
+    }
+    let Some(q) = queue else {
+        bail!("--queue is required unless TASK is a full projects/…/tasks/… name");
+    };
+    TaskName::parse(&resolve_queue(q, loc)?.task(arg).to_string()).map_err(status)
 }
 
 #[cfg(test)]
@@ -184,26 +100,41 @@ mod tests {
 
     #[test]
     fn short_and_full_queue_names() {
-        let short = QueueName::resolve("q", &loc()).unwrap();
+        let short = resolve_queue("q", &loc()).unwrap();
         assert_eq!(short.to_string(), "projects/p/locations/l/queues/q");
-        let full = QueueName::resolve("projects/a/locations/b/queues/c", &loc()).unwrap();
+        let full = resolve_queue("projects/a/locations/b/queues/c", &loc()).unwrap();
         assert_eq!(full.to_string(), "projects/a/locations/b/queues/c");
-        assert!(QueueName::resolve("projects/a/locations/b", &loc()).is_err());
-        assert!(QueueName::resolve("a/b", &loc()).is_err());
-        assert!(QueueName::resolve("", &loc()).is_err());
+        assert!(resolve_queue("projects/a/locations/b", &loc()).is_err());
+        assert!(resolve_queue("a/b", &loc()).is_err());
+        assert!(resolve_queue("", &loc()).is_err());
+        let e = resolve_queue("bad_id", &loc()).unwrap_err().to_string();
+        assert!(e.starts_with("Queue name must be formatted"), "{e}");
     }
 
     #[test]
     fn task_names() {
-        let t = TaskName::resolve("t1", Some("q"), &loc()).unwrap();
+        let t = resolve_task("t1", Some("q"), &loc()).unwrap();
         assert_eq!(t.to_string(), "projects/p/locations/l/queues/q/tasks/t1");
         let full = "projects/a/locations/b/queues/c/tasks/t2";
+        assert_eq!(resolve_task(full, None, &loc()).unwrap().to_string(), full);
+        assert!(resolve_task(full, Some("c"), &loc()).is_ok());
+        assert!(resolve_task(full, Some("other"), &loc()).is_err());
+        assert!(resolve_task("t1", None, &loc()).is_err());
+        assert!(resolve_task("not valid", Some("q"), &loc()).is_err());
         assert_eq!(
-            TaskName::resolve(full, None, &loc()).unwrap().to_string(),
-            full
+            resolve_task("segments", Some("q"), &loc())
+                .unwrap()
+                .segments(),
+            [
+                "projects",
+                "p",
+                "locations",
+                "l",
+                "queues",
+                "q",
+                "tasks",
+                "segments"
+            ]
         );
-        assert!(TaskName::resolve(full, Some("c"), &loc()).is_ok());
-        assert!(TaskName::resolve(full, Some("other"), &loc()).is_err());
-        assert!(TaskName::resolve("t1", None, &loc()).is_err());
     }
 }

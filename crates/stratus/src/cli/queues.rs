@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::names::{LocationName, QueueName};
+use super::names::{self, QueueName, Segments};
 use super::output::{self, Column};
 use super::{Fields, GlobalArgs, HttpMethod, LocationArgs, confirm, parse};
 
@@ -248,7 +248,7 @@ pub async fn run_queues(cmd: QueuesCommand) -> Result<()> {
         QueuesCommand::Pause(a) => action(a, ":pause", "Paused").await,
         QueuesCommand::Resume(a) => action(a, ":resume", "Resumed").await,
         QueuesCommand::Purge(a) => {
-            let name = QueueName::resolve(&a.queue, &a.location)?;
+            let name = names::resolve_queue(&a.queue, &a.location)?;
             confirm(
                 &a.global,
                 &format!(
@@ -279,7 +279,7 @@ pub async fn run_queues(cmd: QueuesCommand) -> Result<()> {
 fn open(a: &QueueArgs) -> Result<(Client, QueueName)> {
     Ok((
         Client::new(&a.global.endpoint)?,
-        QueueName::resolve(&a.queue, &a.location)?,
+        names::resolve_queue(&a.queue, &a.location)?,
     ))
 }
 
@@ -304,10 +304,10 @@ async fn action(a: QueueArgs, suffix: &str, verb: &str) -> Result<()> {
 
 async fn create(a: QueueConfigArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?;
-    let name = QueueName::resolve(&a.queue, &a.location)?;
+    let name = names::resolve_queue(&a.queue, &a.location)?;
     let mut f = a.fields();
     f.body.insert("name".into(), json!(name.to_string()));
-    let mut segments = name.parent.segments();
+    let mut segments = name.location.segments();
     segments.push("queues".into());
     let queue = client
         .call(Method::POST, &segments, "", &[], Some(&f.body.into()))
@@ -319,7 +319,7 @@ async fn create(a: QueueConfigArgs) -> Result<()> {
 
 async fn update(a: QueueConfigArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?;
-    let name = QueueName::resolve(&a.queue, &a.location)?;
+    let name = names::resolve_queue(&a.queue, &a.location)?;
     let mut f = a.fields();
     if f.mask.is_empty() {
         bail!(
@@ -343,7 +343,7 @@ async fn update(a: QueueConfigArgs) -> Result<()> {
 
 async fn list(a: QueueListArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?;
-    let parent = LocationName::from_args(&a.location)?;
+    let parent = names::location_from_args(&a.location)?;
     let mut query = Vec::new();
     if let Some(filter) = a.filter {
         query.push(("filter", filter));

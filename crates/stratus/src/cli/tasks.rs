@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::client::Client;
-use super::names::{QueueName, TaskName};
+use super::names::{self, Segments, TaskName};
 use super::output::{self, Column};
 use super::queues::RetryArgs;
 use super::{Fields, Format, GlobalArgs, HttpMethod, LocationArgs, parse};
@@ -241,7 +241,7 @@ pub async fn run_tasks(cmd: TasksCommand) -> Result<()> {
 
 /// The client and the resolved task name of a one-task command.
 fn open(a: &TaskArgs) -> Result<(Client, TaskName)> {
-    let name = TaskName::resolve(&a.task, a.queue.as_deref(), &a.location)?;
+    let name = names::resolve_task(&a.task, a.queue.as_deref(), &a.location)?;
     Ok((Client::new(&a.global.endpoint)?, name))
 }
 
@@ -249,11 +249,11 @@ async fn create_http_task(a: CreateHttpTaskArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?;
     let (queue, task_name) = match &a.task {
         Some(t) => {
-            let name = TaskName::resolve(t, a.queue.as_deref(), &a.location)?;
+            let name = names::resolve_task(t, a.queue.as_deref(), &a.location)?;
             (name.queue.clone(), Some(name.to_string()))
         }
         None => match &a.queue {
-            Some(q) => (QueueName::resolve(q, &a.location)?, None),
+            Some(q) => (names::resolve_queue(q, &a.location)?, None),
             None => bail!("--queue is required unless TASK is a full projects/…/tasks/… name"),
         },
     };
@@ -315,7 +315,7 @@ async fn create_http_task(a: CreateHttpTaskArgs) -> Result<()> {
 
 async fn list(a: TaskListArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?;
-    let queue = QueueName::resolve(&a.queue, &a.location)?;
+    let queue = names::resolve_queue(&a.queue, &a.location)?;
     let mut query = Vec::new();
     if let Some(v) = a.response_view {
         query.push(("responseView", v.as_str().to_string()));
