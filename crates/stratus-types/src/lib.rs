@@ -5,11 +5,15 @@
 //! - [`time`]: microsecond timestamps and conversions to and from protobuf `Timestamp`/`Duration`.
 //! - [`queue`]: queue defaults, validation and the ListQueues filter.
 //! - [`messages`]: the exact error texts the real Cloud Tasks service answers.
+//! - [`retry`]: the retry schedule (backoff, stop rules, Retry-After).
+//! - [`rate`]: the per-queue token bucket.
 
 pub mod code;
 pub mod messages;
 pub mod names;
 pub mod queue;
+pub mod rate;
+pub mod retry;
 pub mod time;
 
 pub use code::{Code, HelpLink, Status};
