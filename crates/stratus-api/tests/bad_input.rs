@@ -112,6 +112,17 @@ async fn bad_input_is_refused_with_named_fields() {
         &h.call(
             "POST",
             &tasks,
+            Some(&task(r#","headers":{"X-A":"a\r\nX-Injected: 1"}"#)),
+        )
+        .await,
+        400,
+        "INVALID_ARGUMENT",
+        "task.http_request.headers[\"X-A\"] must not contain line breaks",
+    );
+    assert_error(
+        &h.call(
+            "POST",
+            &tasks,
             Some(r#"{"task":{"httpRequest":{"url":"ftp://x/"}}}"#),
         )
         .await,

@@ -170,10 +170,16 @@ fn check_headers(
             "{field} total size is {total} bytes; the limit is {MAX_HEADER_BYTES} bytes."
         )));
     }
-    for k in headers.keys() {
+    for (k, v) in headers {
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
             return Err(Status::invalid(format!(
                 "{field} has an invalid header name \"{k}\"."
+            )));
+        }
+        // A line break or NUL would end the header on the wire (header injection at dispatch).
+        if v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(Status::invalid(format!(
+                "{field}[\"{k}\"] must not contain line breaks or NUL characters."
             )));
         }
     }
