@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use stratus_proto::prost::Message as _;
+
 /// A canonical google.rpc code (the subset Stratus uses, plus the rest for completeness).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
@@ -201,7 +203,7 @@ impl Status {
             };
             vec![stratus_proto::wkt::Any {
                 type_url: "type.googleapis.com/google.rpc.Help".into(),
-                value: prost_encode(&help).into(),
+                value: help.encode_to_vec().into(),
             }]
         };
         rpc::Status {
@@ -211,12 +213,6 @@ impl Status {
         }
     }
 }
-
-fn prost_encode<M: ProstMessage>(m: &M) -> Vec<u8> {
-    m.encode_to_vec()
-}
-
-use stratus_proto::prost::Message as ProstMessage;
 
 #[cfg(test)]
 mod tests {
