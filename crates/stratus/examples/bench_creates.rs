@@ -91,7 +91,9 @@ async fn load(
     secs: u64,
     task_body: bool,
 ) -> f64 {
-    let run = clients;
+    // Task names are unique across runs, even when a client count is given twice.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
