@@ -28,6 +28,8 @@ impl Default for ServiceConfig {
             windows: Windows {
                 tombstone_ttl: 3600 * SECOND,
                 queue_reuse_block: 7 * 24 * 3600 * SECOND,
+                retain_succeeded: 3600 * SECOND,
+                retain_failed: 7 * 24 * 3600 * SECOND,
             },
             locations: vec!["local".to_string()],
             max_task_bytes: 1 << 20,

@@ -26,6 +26,8 @@ use stratus_types::{LocationPath, Micros, QueuePath};
 const WINDOWS: Windows = Windows {
     tombstone_ttl: 3_600_000_000,
     queue_reuse_block: 7 * 86_400_000_000,
+    retain_succeeded: 3_600_000_000,
+    retain_failed: 7 * 86_400_000_000,
 };
 const LEVELS: [usize; 3] = [1, 16, 64];
 

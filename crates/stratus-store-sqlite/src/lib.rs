@@ -74,6 +74,7 @@ pub mod schema;
 pub mod writer;
 
 mod blobs;
+mod dispatch;
 mod error;
 #[cfg(test)]
 mod plans;

@@ -34,7 +34,10 @@ fn hot_statements_use_their_indexes() {
             tasks::DELETE,
             "USING INDEX tasks_name (queue_id=? AND task_id=?)",
         ),
-        (tasks::CLEANUP, "INDEX tasks_finished (finished_at<?)"),
+        (
+            tasks::CLEANUP,
+            "INDEX tasks_finished (state=? AND finished_at>? AND finished_at<?)",
+        ),
         (
             queues::LIST,
             "USING INDEX queues_location (project=? AND location=? AND name>?)",

@@ -31,7 +31,7 @@ use crate::error::SqlResult;
 pub const PAGE_SIZE: i64 = 16 * 1024;
 
 /// The migrations, in order; index + 1 is the `user_version` after each.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The first schema. Every index is explained in the crate documentation.
 const V1: &str = "
@@ -81,6 +81,34 @@ CREATE TABLE blobs (
 );
 -- Cleanup of expired blobs.
 CREATE INDEX blobs_updated ON blobs (updated_at);
+";
+
+/// Dispatch: counters the Task proto has no field for, the attempt history, and indexes for
+/// retention (finished rows kept per state) and the failed-task list.
+const V2: &str = "
+ALTER TABLE tasks ADD COLUMN exec_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN prev_response INTEGER;
+
+CREATE TABLE attempts (
+    task_row       INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    dispatch_time  INTEGER NOT NULL,
+    response_time  INTEGER NOT NULL,
+    http_status    INTEGER,
+    error          TEXT,
+    PRIMARY KEY (task_row, seq)
+) WITHOUT ROWID;
+-- A task row's attempts go with it (cleanup, queue delete, tombstone replacement).
+CREATE TRIGGER tasks_attempts_gone AFTER DELETE ON tasks
+BEGIN
+    DELETE FROM attempts WHERE task_row = old.id;
+END;
+
+-- Cleanup per state: each state has its own retention.
+DROP INDEX tasks_finished;
+CREATE INDEX tasks_finished ON tasks (state, finished_at) WHERE finished_at IS NOT NULL;
+-- Finished (succeeded, failed) tasks of a queue: the failed-task list.
+CREATE INDEX tasks_retained ON tasks (queue_id, state, id) WHERE state >= 2;
 ";
 
 /// Opens the read-write connection with the pragmas above.

@@ -4,13 +4,16 @@
 //! task, so that it runs in parallel and the single writer thread only runs SQL.
 
 use async_trait::async_trait;
-use stratus_store::{QueuePage, QueueUpdate, Store, StoreError, TaskCursor, TaskPage, Windows};
+use stratus_store::dispatch::{AttemptOutcome, DueTask, Recorded, TaskRecord};
+use stratus_store::{
+    QueuePage, QueueUpdate, Store, StoreError, TaskCursor, TaskPage, TaskState, Windows,
+};
 use stratus_types::proto::google::iam::v1::Policy;
 use stratus_types::proto::tasks::{Queue, Task};
 use stratus_types::queue::QueueFilter;
 use stratus_types::{LocationPath, Micros, QueuePath, TaskPath};
 
-use crate::{SqliteStore, blobs, queues, tasks};
+use crate::{SqliteStore, blobs, dispatch, queues, tasks};
 
 /// Finished task rows deleted per cleanup transaction, so cleanup never holds the writer for
 /// long and creates keep flowing between its chunks.
@@ -87,7 +90,7 @@ impl Store for SqliteStore {
         new: Vec<Task>,
         now: Micros,
         w: Windows,
-    ) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<DueTask, StoreError>>, StoreError> {
         let name = queue.to_string();
         let prepared: Vec<_> = new
             .into_iter()
@@ -178,6 +181,73 @@ impl Store for SqliteStore {
         let (ns, key) = (namespace.to_string(), key.to_string());
         self.writer()
             .write(move |tx| blobs::put(tx, &ns, &key, &value, now))
+            .await
+    }
+
+    async fn list_all_queues(&self) -> Result<Vec<Queue>, StoreError> {
+        self.readers().read(|tx| dispatch::all_queues(tx)).await
+    }
+
+    async fn due_tasks(
+        &self,
+        queue: &QueuePath,
+        after: Option<&TaskCursor>,
+        until: Micros,
+        limit: usize,
+    ) -> Result<Vec<DueTask>, StoreError> {
+        let (name, after) = (queue.to_string(), after.cloned());
+        self.readers()
+            .read(move |tx| {
+                let id = queues::require_id(tx, &name)?;
+                dispatch::due(tx, id, after.as_ref(), until, limit)
+            })
+            .await
+    }
+
+    async fn get_due_task(&self, name: &TaskPath) -> Result<DueTask, StoreError> {
+        let (queue, id) = (name.queue.to_string(), name.task.clone());
+        self.readers()
+            .read(move |tx| dispatch::due_one(tx, &queue, &id))
+            .await
+    }
+
+    async fn record_attempt(
+        &self,
+        outcome: AttemptOutcome,
+        now: Micros,
+    ) -> Result<Recorded, StoreError> {
+        self.writer()
+            .write(move |tx| dispatch::record(tx, &outcome, now))
+            .await
+    }
+
+    async fn task_record(&self, name: &TaskPath) -> Result<TaskRecord, StoreError> {
+        let (queue, id) = (name.queue.to_string(), name.task.clone());
+        self.readers()
+            .read(move |tx| dispatch::task_record(tx, &queue, &id))
+            .await
+    }
+
+    async fn list_finished(
+        &self,
+        queue: &QueuePath,
+        state: TaskState,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let name = queue.to_string();
+        self.readers()
+            .read(move |tx| {
+                let id = queues::require_id(tx, &name)?;
+                dispatch::finished(tx, id, state, after, limit)
+            })
+            .await
+    }
+
+    async fn rerun_task(&self, name: &TaskPath, now: Micros) -> Result<DueTask, StoreError> {
+        let (queue, id) = (name.queue.to_string(), name.task.clone());
+        self.writer()
+            .write(move |tx| dispatch::rerun(tx, &queue, &id, now))
             .await
     }
 

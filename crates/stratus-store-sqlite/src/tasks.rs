@@ -6,6 +6,7 @@
 //! what queries order and filter by) and are laid over the decoded proto on every read.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use stratus_store::dispatch::{DispatchMeta, DueTask};
 use stratus_store::{StoreError, TaskCursor, TaskPage, TaskState, Windows};
 use stratus_types::Micros;
 use stratus_types::proto::prost::Message;
@@ -29,9 +30,9 @@ pub(crate) const LIST: &str = "SELECT task_id, schedule_time, create_time, proto
      ORDER BY schedule_time, task_id LIMIT ?4";
 /// DeleteTask through `tasks_name`.
 pub(crate) const DELETE: &str = "UPDATE tasks SET state = 4, finished_at = ?3 WHERE queue_id = ?1 AND task_id = ?2 AND state <= 1";
-/// Cleanup: a bounded range of `tasks_finished`.
-pub(crate) const CLEANUP: &str =
-    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE finished_at <= ?1 LIMIT ?2)";
+/// Cleanup: a bounded range of `tasks_finished` for one state.
+pub(crate) const CLEANUP: &str = "DELETE FROM tasks WHERE id IN
+     (SELECT id FROM tasks WHERE state = ?3 AND finished_at IS NOT NULL AND finished_at <= ?1 LIMIT ?2)";
 
 /// A task ready for insertion, prepared (and encoded) on the caller's task so the writer thread
 /// only runs SQL.
@@ -78,6 +79,18 @@ pub(crate) fn prepare(
     })
 }
 
+impl NewTask {
+    fn into_due(self, row: i64) -> DueTask {
+        DueTask {
+            row,
+            task: self.task,
+            schedule_time: self.schedule_time,
+            create_time: self.create_time,
+            meta: DispatchMeta::default(),
+        }
+    }
+}
+
 fn to_task(proto: &[u8], schedule_time: Micros, create_time: Micros) -> Result<Task, StoreError> {
     let mut t = Task::decode(proto).map_err(|e| decode("task", e))?;
     t.schedule_time = Some(micros_to_ts(schedule_time));
@@ -105,7 +118,7 @@ pub(crate) fn create(
     tasks: Vec<Result<NewTask, StoreError>>,
     now: Micros,
     w: Windows,
-) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
+) -> Result<Vec<Result<DueTask, StoreError>>, StoreError> {
     let mut ins = conn.prepare_cached(INSERT).db()?;
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -127,7 +140,7 @@ pub(crate) fn create(
             .db()
         };
         if insert(&mut ins)? == 1 {
-            out.push(Ok(t.task));
+            out.push(Ok(t.into_due(conn.last_insert_rowid())));
             continue;
         }
         let (row, state, finished_at): (i64, i32, Option<Micros>) = conn
@@ -153,7 +166,7 @@ pub(crate) fn create(
                     "task insert after tombstone removal changed nothing".into(),
                 ));
             }
-            out.push(Ok(t.task));
+            out.push(Ok(t.into_due(conn.last_insert_rowid())));
         }
     }
     Ok(out)
@@ -251,20 +264,26 @@ pub(crate) fn delete(
         .collect()
 }
 
-/// Cleanup: deletes up to `chunk` finished rows past the tombstone window (through
-/// `tasks_finished`). Returns how many went; fewer than `chunk` means none are left.
+/// Cleanup: deletes up to `chunk` finished rows past their state's retention (through
+/// `tasks_finished`), their attempts with them. Returns how many went; fewer than `chunk`
+/// means none are left.
 pub(crate) fn cleanup_chunk(
     conn: &Connection,
     now: Micros,
     w: Windows,
     chunk: i64,
 ) -> Result<u64, StoreError> {
-    let n = conn
-        .prepare_cached(CLEANUP)
-        .db()?
-        .execute(params![now.saturating_sub(w.tombstone_ttl), chunk])
-        .db()?;
-    Ok(n as u64)
+    let mut stmt = conn.prepare_cached(CLEANUP).db()?;
+    let mut total = 0u64;
+    for state in [TaskState::Deleted, TaskState::Succeeded, TaskState::Failed] {
+        let left = chunk - total as i64;
+        if left <= 0 {
+            break;
+        }
+        let cut = now.saturating_sub(w.keep(state));
+        total += stmt.execute(params![cut, left, state as i32]).db()? as u64;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -274,6 +293,8 @@ mod tests {
     const W: Windows = Windows {
         tombstone_ttl: 0,
         queue_reuse_block: 0,
+        retain_succeeded: 0,
+        retain_failed: 0,
     };
     const Q: &str = "projects/p/locations/l/queues/q";
 

@@ -50,11 +50,15 @@ pub const DAY: Micros = 24 * HOUR;
 pub const W: Windows = Windows {
     tombstone_ttl: HOUR,
     queue_reuse_block: 7 * DAY,
+    retain_succeeded: HOUR,
+    retain_failed: 7 * DAY,
 };
 /// Both windows zero: names are free again the moment they are released.
 pub const W0: Windows = Windows {
     tombstone_ttl: 0,
     queue_reuse_block: 0,
+    retain_succeeded: 0,
+    retain_failed: 0,
 };
 
 type CheckFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -210,6 +214,9 @@ async fn create(
     s.create_tasks(queue, tasks, now, w)
         .await
         .unwrap_or_else(|e| panic!("create_tasks in {queue}: call failed with {e:?}"))
+        .into_iter()
+        .map(|r| r.map(|d| d.task))
+        .collect()
 }
 
 /// Creates one task, expecting it to succeed.

@@ -12,12 +12,16 @@
 //! - A deleted queue blocks its name for `queue_reuse_block`; its tasks are gone at once.
 
 pub mod conformance;
+pub mod dispatch;
+pub mod hook;
 
 use async_trait::async_trait;
 use stratus_types::proto::google::iam::v1::Policy;
 use stratus_types::proto::tasks::{Queue, Task};
 use stratus_types::queue::QueueFilter;
 use stratus_types::{LocationPath, Micros, QueuePath, Status, TaskPath};
+
+use crate::dispatch::{AttemptOutcome, DueTask, Recorded, TaskRecord};
 
 /// What can go wrong in a store call. The service layer turns each into the exact
 /// Cloud Tasks error of the RPC at hand.
@@ -88,13 +92,30 @@ impl TaskState {
     }
 }
 
-/// Time windows that decide name reuse; both may be 0.
+/// Time windows that decide name reuse and retention; all may be 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
     /// How long a finished task blocks its name (default 1 h).
     pub tombstone_ttl: Micros,
     /// How long a deleted queue blocks its name (default 7 days).
     pub queue_reuse_block: Micros,
+    /// How long a succeeded task is kept with its attempts (default 1 h); never shorter than
+    /// `tombstone_ttl` in effect, since the row is the tombstone.
+    pub retain_succeeded: Micros,
+    /// How long a permanently failed task is kept with its attempts (default 7 days).
+    pub retain_failed: Micros,
+}
+
+impl Windows {
+    /// How long a row finished in `state` is kept.
+    pub fn keep(&self, state: TaskState) -> Micros {
+        let retain = match state {
+            TaskState::Succeeded => self.retain_succeeded,
+            TaskState::Failed => self.retain_failed,
+            _ => 0,
+        };
+        retain.max(self.tombstone_ttl)
+    }
 }
 
 /// Where a task page starts: after the task with this `(schedule_time, task id)`.
@@ -176,7 +197,8 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the queue state (RUNNING, PAUSED, DISABLED). Errors: `QueueNotFound`.
     async fn set_queue_state(&self, name: &QueuePath, state: i32) -> Result<Queue, StoreError>;
 
-    /// Creates tasks in one queue, each with its own outcome, in order. Tasks come fully
+    /// Creates tasks in one queue, each with its own outcome (the stored task with its row, for
+    /// the dispatcher), in order. Tasks come fully
     /// formed (name, schedule_time, create_time, dispatch_deadline set). A duplicate name
     /// inside the same call fails like any other duplicate. If the queue is missing every
     /// item fails with `QueueNotFound`. Item errors: `TaskExists`, `TaskRecentlyExisted`.
@@ -189,7 +211,7 @@ pub trait Store: Send + Sync + 'static {
         tasks: Vec<Task>,
         now: Micros,
         w: Windows,
-    ) -> Result<Vec<Result<Task, StoreError>>, StoreError>;
+    ) -> Result<Vec<Result<DueTask, StoreError>>, StoreError>;
 
     /// A live task with its full request. Errors: `TaskNotFound`, `TaskRecentlyExisted`
     /// (finished inside the tombstone window). A missing queue reads as `TaskNotFound`.
@@ -233,8 +255,53 @@ pub trait Store: Send + Sync + 'static {
         now: Micros,
     ) -> Result<(), StoreError>;
 
+    /// Every live queue of every project and location (the dispatcher's start-up list).
+    async fn list_all_queues(&self) -> Result<Vec<Queue>, StoreError>;
+
+    /// Live tasks of a queue due at or before `until`, in (schedule_time, task id) order after
+    /// `after`, at most `limit`. Errors: `QueueNotFound`.
+    async fn due_tasks(
+        &self,
+        queue: &QueuePath,
+        after: Option<&TaskCursor>,
+        until: Micros,
+        limit: usize,
+    ) -> Result<Vec<DueTask>, StoreError>;
+
+    /// One live task with its row and counters (RunTask). Errors: `TaskNotFound`.
+    async fn get_due_task(&self, name: &TaskPath) -> Result<DueTask, StoreError>;
+
+    /// Records an attempt of the live task instance `outcome.row` and applies
+    /// [`dispatch::apply_attempt`] to it, durably (group-committed like creates). On success
+    /// or permanent failure the row becomes a finished tombstone kept for retention.
+    /// Errors: `TaskNotFound` when the instance is no longer live (deleted, purged, finished by
+    /// another attempt) — nothing is written then.
+    async fn record_attempt(
+        &self,
+        outcome: AttemptOutcome,
+        now: Micros,
+    ) -> Result<Recorded, StoreError>;
+
+    /// A task in any kept state, with its attempt history. Errors: `TaskNotFound`.
+    async fn task_record(&self, name: &TaskPath) -> Result<TaskRecord, StoreError>;
+
+    /// Finished tasks of a queue in `state` (`Failed` or `Succeeded`), oldest row first,
+    /// after row `after`, at most `limit`; attempts are left empty. Errors: `QueueNotFound`.
+    async fn list_finished(
+        &self,
+        queue: &QueuePath,
+        state: TaskState,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// Schedules a finished (failed or succeeded) task again at `now` with fresh counters
+    /// ([`dispatch::reset_for_rerun`]); its history is kept. Errors: `TaskNotFound` (not kept),
+    /// `TaskExists` (still live).
+    async fn rerun_task(&self, name: &TaskPath, now: Micros) -> Result<DueTask, StoreError>;
+
     /// Removes rows no longer needed: finished tasks whose `finished_at` is older than
-    /// `now - tombstone_ttl`, queue tombstones older than `now - queue_reuse_block`, and blobs
+    /// `now - w.keep(state)` (with their attempts), queue tombstones older than `now - queue_reuse_block`, and blobs
     /// older than `blob_ttl`. Returns how many rows went.
     async fn cleanup(&self, now: Micros, w: Windows, blob_ttl: Micros) -> Result<u64, StoreError>;
 }

@@ -202,9 +202,15 @@ impl Service {
                 .create_tasks(&parent, valid, start, self.cfg.windows)
                 .await
                 .map_err(|e| map_store(e, Ctx::Queue))?;
+            let created: Vec<_> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .cloned()
+                .collect();
+            self.hook.tasks_created(&parent, &created);
             for ((res, view), idx) in results.into_iter().zip(views).zip(index_of) {
                 match res {
-                    Ok(t) => tasks.push(apply_view(t, view)),
+                    Ok(t) => tasks.push(apply_view(t.task, view)),
                     Err(e) => {
                         failed.insert(idx, map_store(e, Ctx::Queue));
                     }
@@ -273,9 +279,16 @@ impl Service {
         if !ids.is_empty() {
             let results = self
                 .store
-                .delete_tasks(&parent, ids, start)
+                .delete_tasks(&parent, ids.clone(), start)
                 .await
                 .map_err(|e| map_store(e, Ctx::Queue))?;
+            let deleted: Vec<String> = ids
+                .into_iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(id, _)| id)
+                .collect();
+            self.hook.tasks_deleted(&parent, &deleted);
             for (res, idx) in results.into_iter().zip(index_of) {
                 if let Err(e) = res {
                     failed.insert(idx, map_store(e, Ctx::Task));

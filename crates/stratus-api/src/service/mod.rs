@@ -14,6 +14,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use stratus_store::hook::{DispatchHook, NoDispatch};
 use stratus_store::{Store, StoreError};
 use stratus_types::time::Clock;
 use stratus_types::{Code, Status, messages};
@@ -25,19 +26,28 @@ pub struct Service {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cfg: ServiceConfig,
+    hook: Arc<dyn DispatchHook>,
     /// Last generated task ID; see [`Service::new_task_id`].
     last_id: AtomicU64,
 }
 
 impl Service {
-    /// A service over `store`, reading time from `clock`.
+    /// A service over `store`, reading time from `clock`, without a dispatcher (RunTask is
+    /// refused); see [`Service::with_dispatch`].
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: ServiceConfig) -> Self {
         Service {
             store,
             clock,
             cfg,
+            hook: Arc::new(NoDispatch),
             last_id: AtomicU64::new(0),
         }
+    }
+
+    /// The same service telling `hook` (the dispatcher) about every committed change.
+    pub fn with_dispatch(mut self, hook: Arc<dyn DispatchHook>) -> Self {
+        self.hook = hook;
+        self
     }
 
     /// The settings in force.

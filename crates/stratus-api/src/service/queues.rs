@@ -82,10 +82,13 @@ impl Service {
         strip_output_only(&mut queue);
         queue.name = name.to_string();
         let queue = normalize_queue(queue);
-        self.store
+        let q = self
+            .store
             .create_queue(queue, self.now(), self.cfg.windows)
             .await
-            .map_err(|e| map_store(e, Ctx::Queue))
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        self.hook.queue_changed(&q);
+        Ok(q)
     }
 
     /// UpdateQueue: an upsert; the mask names the fields to replace, none means all.
@@ -118,10 +121,13 @@ impl Service {
             validate_queue(&q)?;
             Ok(q)
         });
-        self.store
+        let q = self
+            .store
             .update_queue(&name, update, self.now(), self.cfg.windows)
             .await
-            .map_err(|e| map_store(e, Ctx::Queue))
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        self.hook.queue_changed(&q);
+        Ok(q)
     }
 
     /// DeleteQueue.
@@ -130,16 +136,21 @@ impl Service {
         self.store
             .delete_queue(&name, self.now())
             .await
-            .map_err(|e| map_store(e, Ctx::DeleteQueue))
+            .map_err(|e| map_store(e, Ctx::DeleteQueue))?;
+        self.hook.queue_deleted(&name);
+        Ok(())
     }
 
     /// PurgeQueue.
     pub async fn purge_queue(&self, req: PurgeQueueRequest) -> Result<Queue, Status> {
         let name = QueuePath::parse(&req.name)?;
-        self.store
+        let q = self
+            .store
             .purge_queue(&name, self.now())
             .await
-            .map_err(|e| map_store(e, Ctx::Queue))
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        self.hook.queue_changed(&q);
+        Ok(q)
     }
 
     /// PauseQueue.
@@ -154,10 +165,13 @@ impl Service {
 
     async fn set_state(&self, name: &str, state: State) -> Result<Queue, Status> {
         let name = QueuePath::parse(name)?;
-        self.store
+        let q = self
+            .store
             .set_queue_state(&name, state as i32)
             .await
-            .map_err(|e| map_store(e, Ctx::Queue))
+            .map_err(|e| map_store(e, Ctx::Queue))?;
+        self.hook.queue_changed(&q);
+        Ok(q)
     }
 }
 

@@ -5,7 +5,7 @@ use stratus_types::proto::tasks::{
     CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse,
     RunTaskRequest, Task,
 };
-use stratus_types::{Code, QueuePath, Status, TaskPath};
+use stratus_types::{QueuePath, Status, TaskPath};
 
 use super::validate::{apply_view, check_view, prepare_task};
 use super::{Ctx, Service, map_store, paging};
@@ -95,7 +95,11 @@ impl Service {
                 .pop()
                 .ok_or_else(|| Status::internal("the store returned no outcome"))?;
             match outcome {
-                Ok(created) => return Ok(apply_view(created, req.response_view)),
+                Ok(created) => {
+                    self.hook
+                        .tasks_created(&parent, std::slice::from_ref(&created));
+                    return Ok(apply_view(created.task, req.response_view));
+                }
                 Err(StoreError::TaskExists | StoreError::TaskRecentlyExisted)
                     if generated && attempts < 3 =>
                 {
@@ -117,21 +121,18 @@ impl Service {
         results
             .pop()
             .ok_or_else(|| Status::internal("the store returned no outcome"))?
-            .map_err(|e| map_store(e, Ctx::Task))
+            .map_err(|e| map_store(e, Ctx::Task))?;
+        self.hook
+            .tasks_deleted(&name.queue, std::slice::from_ref(&name.task));
+        Ok(())
     }
 
-    /// RunTask. Until the dispatcher is part of the server, an existing task is answered with
-    /// FAILED_PRECONDITION (a missing one with NOT_FOUND, as the real service does).
+    /// RunTask: dispatches now through the dispatcher, ignoring pause and rate limits, and
+    /// answers with the task as dispatched (before its response).
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<Task, Status> {
         let name = TaskPath::parse(&req.name)?;
         check_view(req.response_view, "response_view")?;
-        self.store
-            .get_task(&name, self.now(), self.cfg.windows)
-            .await
-            .map_err(|e| map_store(e, Ctx::Task))?;
-        Err(Status::new(
-            Code::FailedPrecondition,
-            "RunTask is not available: this server does not dispatch tasks yet.",
-        ))
+        let task = self.hook.run_task(&name).await?;
+        Ok(apply_view(task, req.response_view))
     }
 }

@@ -32,6 +32,8 @@ pub(super) async fn cleanup(s: &dyn Store) {
     let w = Windows {
         tombstone_ttl: HOUR,
         queue_reuse_block: HOUR,
+        retain_succeeded: HOUR,
+        retain_failed: HOUR,
     };
     let now = T0 + HOUR + 10 * MINUTE;
     let horizon = now - HOUR;
