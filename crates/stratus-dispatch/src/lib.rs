@@ -1,13 +1,22 @@
-//! The dispatch engine of Stratus (in progress).
+//! The dispatch engine of Stratus: delivers stored tasks to their HTTP targets with Cloud
+//! Tasks' semantics (cloud-tasks-api.md §6).
 //!
-//! Landed so far, each pure and tested on its own:
-//! - [`request`]: the HTTP request an attempt sends (cloud-tasks-api.md §6.5): method, URL with
-//!   the queue's `uri_override`, headers in their layers (task, queue overrides, service
-//!   headers), body rules.
-//! - [`oidc`]: the signing key, OIDC ID tokens for targets and the discovery/JWKS documents.
+//! - [`engine`]: the [`Engine`](engine::Engine) — one actor per queue holding a due-time index
+//!   fed by store scans and by the service layer's notifications (`DispatchHook`).
+//! - [`attempt`]: one attempt — request, deadline, outcome classification.
+//! - [`request`]: the HTTP request an attempt sends (§6.5): method, URL with the queue's
+//!   `uri_override`, headers in their layers (task, queue overrides, service headers), body.
+//! - [`auth`]: bearer tokens for OIDC (signed with Stratus' own key) and OAuth tasks.
+//! - [`oidc`]: the signing key, OIDC ID tokens and the discovery/JWKS documents.
+//! - [`timer`]: time, real or virtual (tests run minutes of retries in milliseconds).
 //!
-//! Still to come (DESIGN.md §4): the scheduler (due-time index per queue), the pusher (shared
-//! HTTP client, rate limits, deadlines) and the completer (batched outcome writes).
+//! Outcomes are written through the store, whose writer group-commits them with creates
+//! (DESIGN.md §4).
 
+mod actor;
+pub mod attempt;
+pub mod auth;
+pub mod engine;
 pub mod oidc;
 pub mod request;
+pub mod timer;

@@ -163,6 +163,8 @@ pub struct TaskRecord {
 pub fn response_status(o: &AttemptOutcome) -> rpc::Status {
     let (code, message) = match o.http_status {
         Some(s) => {
+            // Specific statuses first; the ranges are the fallbacks for the rest of a class.
+            #[allow(clippy::match_overlapping_arm)]
             let code = match s {
                 200..=299 => Code::Ok,
                 400 => Code::InvalidArgument,

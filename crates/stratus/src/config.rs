@@ -23,6 +23,18 @@ pub struct FileConfig {
     pub queue_reuse_block: Option<String>,
     /// Location IDs answered by ListLocations.
     pub locations: Option<Vec<String>>,
+    /// How long succeeded tasks are kept with their attempts (e.g. `"1h"`).
+    pub retain_succeeded: Option<String>,
+    /// How long permanently failed tasks are kept with their attempts (e.g. `"7d"`).
+    pub retain_failed: Option<String>,
+    /// The `iss` of OIDC tokens and base URL of the discovery documents.
+    pub oidc_issuer: Option<String>,
+    /// A static OAuth access token sent for OAuth tasks.
+    pub oauth_token: Option<String>,
+    /// A shell command printing an OAuth access token (rerun every 30 minutes).
+    pub oauth_token_command: Option<String>,
+    /// How long shutdown waits for dispatches in flight (e.g. `"10s"`).
+    pub shutdown_grace: Option<String>,
     /// Queues to create or update at start.
     #[serde(default)]
     pub queues: Vec<QueueDecl>,

@@ -1,8 +1,12 @@
-//! `stratus serve`: wiring, declared queues, maintenance and ordered shutdown.
+//! `stratus serve`: wiring, declared queues, the dispatcher, maintenance and ordered shutdown.
+//!
+//! Start order: open the store, apply declared queues, start the dispatcher (it reads every
+//! queue and its due tasks from the store), then listen.
 //!
 //! Shutdown order: stop accepting connections and finish in-flight requests (axum graceful
-//! shutdown), stop maintenance, then drop the service and store (the store's writer thread
-//! commits what it holds before it exits).
+//! shutdown), stop the dispatcher (no new attempts; attempts in flight get the grace period to
+//! finish and record their outcomes), stop maintenance, then drop the service and store (the
+//! store's writer thread commits what it holds before it exits).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +15,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use stratus_api::{Service, ServiceConfig};
+use stratus_dispatch::auth::{AuthConfig, DEFAULT_OAUTH_REFRESH, OAuthSource, TokenSource};
+use stratus_dispatch::engine::{Engine, EngineConfig};
+use stratus_dispatch::oidc::{self, SigningKey};
+use stratus_dispatch::timer::SystemTimer;
 use stratus_store::Store;
 use stratus_store_sqlite::{SqliteOptions, SqliteStore};
 use stratus_types::QueuePath;
@@ -42,6 +50,25 @@ pub struct ServeArgs {
     /// Location IDs listed by ListLocations, comma-separated [default: local].
     #[arg(long, env = "STRATUS_LOCATIONS", value_delimiter = ',')]
     locations: Option<Vec<String>>,
+    /// How long succeeded tasks are kept with their attempt history [default: 1h].
+    #[arg(long, env = "STRATUS_RETAIN_SUCCEEDED")]
+    retain_succeeded: Option<String>,
+    /// How long permanently failed tasks are kept with their attempt history [default: 7d].
+    #[arg(long, env = "STRATUS_RETAIN_FAILED")]
+    retain_failed: Option<String>,
+    /// Issuer (`iss`) of the OIDC tokens Stratus signs, and the base URL where it serves
+    /// `/.well-known/openid-configuration` [default: http://<listen address>].
+    #[arg(long, env = "STRATUS_OIDC_ISSUER")]
+    oidc_issuer: Option<String>,
+    /// A static OAuth access token sent as the bearer of OAuth tasks.
+    #[arg(long, env = "STRATUS_OAUTH_TOKEN", hide_env_values = true)]
+    oauth_token: Option<String>,
+    /// A shell command printing an OAuth access token for OAuth tasks (rerun every 30 min).
+    #[arg(long, env = "STRATUS_OAUTH_TOKEN_COMMAND")]
+    oauth_token_command: Option<String>,
+    /// How long shutdown waits for dispatches in flight [default: 10s].
+    #[arg(long, env = "STRATUS_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<String>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -70,13 +97,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.locations.or(file.locations.clone()) {
         cfg.locations = l;
     }
+    if let Some(s) = args.retain_succeeded.or(file.retain_succeeded.clone()) {
+        cfg.windows.retain_succeeded = config::duration("retain_succeeded", &s)?;
+    }
+    if let Some(s) = args.retain_failed.or(file.retain_failed.clone()) {
+        cfg.windows.retain_failed = config::duration("retain_failed", &s)?;
+    }
+    let mut engine_cfg = EngineConfig::default();
+    if let Some(s) = args.shutdown_grace.or(file.shutdown_grace.clone()) {
+        let us = config::duration("shutdown_grace", &s)?;
+        engine_cfg.shutdown_grace = Duration::from_micros(us.unsigned_abs());
+    }
+    let oauth = match (
+        args.oauth_token.or(file.oauth_token.clone()),
+        args.oauth_token_command
+            .or(file.oauth_token_command.clone()),
+    ) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("oauth_token and oauth_token_command: set one of them, not both")
+        }
+        (Some(t), None) => OAuthSource::Static(t),
+        (None, Some(c)) => OAuthSource::Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), c],
+            refresh: DEFAULT_OAUTH_REFRESH,
+        },
+        (None, None) => OAuthSource::None,
+    };
+    let issuer = args
+        .oidc_issuer
+        .or(file.oidc_issuer.clone())
+        .unwrap_or_else(|| format!("http://{addr}"));
 
     let store = SqliteStore::open(&data_dir, SqliteOptions::default())
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let service = Arc::new(Service::new(store.clone(), clock.clone(), cfg.clone()));
-    apply_declared_queues(&service, &file.queues).await?;
+    let plain = Service::new(store.clone(), clock.clone(), cfg.clone());
+    apply_declared_queues(&plain, &file.queues).await?;
+
+    let key_path = data_dir.join(OIDC_KEY_FILE);
+    let key = Arc::new(
+        SigningKey::load_or_create(&key_path)
+            .map_err(|e| anyhow::anyhow!("OIDC signing key {}: {e}", key_path.display()))?,
+    );
+    let mut auth = AuthConfig::new(issuer.clone());
+    auth.oauth = oauth;
+    let tokens = Arc::new(TokenSource::new(auth, Some(key.clone()), clock.clone()));
+    let engine = Engine::start(store.clone(), Arc::new(SystemTimer), tokens, engine_cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the dispatcher: {e}"))?;
+    let service = Arc::new(plain.with_dispatch(Arc::new(engine.clone())));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -88,14 +159,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %data_abs.display(), "serving");
 
     let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
-    let app = stratus_api::rest::router(service.clone());
+    let app = stratus_api::rest::router(service.clone()).merge(oidc_routes(&key, &issuer));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    let abandoned = engine.shutdown().await;
+    if abandoned > 0 {
+        tracing::warn!(
+            attempts = abandoned,
+            "dispatches still in flight at the end of the grace period; they run again after restart"
+        );
+    }
     maintenance.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The OIDC signing key's file in the data directory.
+const OIDC_KEY_FILE: &str = "oidc-signing-key.pem";
+
+/// `/.well-known/openid-configuration` and the JWKS, so receivers verify Stratus' OIDC tokens
+/// with standard libraries.
+fn oidc_routes(key: &SigningKey, issuer: &str) -> axum::Router {
+    use axum::routing::get;
+    let discovery = axum::Json(oidc::openid_configuration(issuer));
+    let jwks = axum::Json(key.jwks());
+    axum::Router::new()
+        .route(
+            oidc::OPENID_CONFIGURATION_PATH,
+            get(move || {
+                let d = discovery.clone();
+                async move { d }
+            }),
+        )
+        .route(
+            oidc::JWKS_PATH,
+            get(move || {
+                let j = jwks.clone();
+                async move { j }
+            }),
+        )
 }
 
 fn init_logging() {

@@ -1,0 +1,476 @@
+//! One queue's dispatcher: a Tokio task owning the queue's due-time index, token bucket and
+//! concurrency count. No locks: everything about the queue changes on this task only.
+//!
+//! **Due-time index.** A min-heap of `(schedule_time, row)` over the tasks loaded in memory,
+//! with lazy deletion (a popped entry whose task was removed or rescheduled is skipped).
+//! `loaded` is the store position (schedule_time, task id) up to which every live task is
+//! known to the actor — in the heap, in flight, or already handled. Tasks past it stay in the
+//! store until a scan reaches them:
+//! - a scan reads the next `batch` live tasks after `loaded` that are due within the
+//!   look-ahead window; when it reads fewer than `batch`, everything up to the window's end
+//!   is loaded and the next scan comes when half the window has passed;
+//! - new tasks (creates, retries) at or before `loaded` go straight into the heap; later
+//!   ones wait for their scan;
+//! - at most `4 × batch` tasks are held; past that, a task is left to a full rescan of the
+//!   store once the heap has drained to half.
+//!
+//! An idle queue's actor sleeps until its next scan (half the look-ahead window): no polling
+//! per task.
+//!
+//! **Dispatch.** While the queue is RUNNING, due tasks leave the heap as long as the token
+//! bucket has a token and fewer than `max_concurrent_dispatches` attempts are in flight. Each
+//! attempt is its own Tokio task: it sends the request, records the outcome in the store
+//! (group-committed with everything else), and reports back here.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use stratus_store::dispatch::{Decision, DueTask, Recorded};
+use stratus_store::{Store, StoreError, TaskCursor};
+use stratus_types::proto::tasks::Queue;
+use stratus_types::proto::tasks::queue::State;
+use stratus_types::queue::normalize_rate_limits;
+use stratus_types::rate::TokenBucket;
+use stratus_types::time::ts_to_micros;
+use stratus_types::{Micros, QueuePath};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::attempt::{self, AttemptContext};
+use crate::engine::EngineConfig;
+
+/// What the engine's actors share.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ctx: AttemptContext,
+    pub(crate) cfg: EngineConfig,
+    /// Set at shutdown: no new attempts.
+    pub(crate) stopping: AtomicBool,
+    /// Attempts in flight across all queues.
+    pub(crate) in_flight: AtomicUsize,
+    /// Notified when `in_flight` drops to zero.
+    pub(crate) drained: Notify,
+}
+
+/// A message to a queue's actor.
+pub(crate) enum Msg {
+    /// Tasks were created (committed).
+    Created(Vec<DueTask>),
+    /// Tasks were deleted.
+    Deleted(Vec<String>),
+    /// The queue's stored config changed.
+    Config(Box<Queue>),
+    /// RunTask: dispatch now, bypassing state and limits.
+    Run {
+        task: Box<DueTask>,
+        call_time: Micros,
+    },
+    /// Answered once every earlier message is handled.
+    Ping(oneshot::Sender<bool>),
+    /// The queue was deleted or the engine stops.
+    Stop,
+}
+
+/// An attempt's end, reported by its task.
+struct Done {
+    row: i64,
+    run: bool,
+    original: DueTask,
+    result: Result<Recorded, StoreError>,
+}
+
+/// Task IDs sort below this string (they use `[A-Za-z0-9_-]`), so a cursor with it covers
+/// every task of its schedule_time.
+const PAST_ANY_ID: &str = "~";
+
+fn position(t: &DueTask) -> (Micros, &str) {
+    (t.schedule_time, t.task_id())
+}
+
+pub(crate) struct QueueActor {
+    path: QueuePath,
+    queue: Arc<Queue>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Msg>,
+    rescan: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+
+    heap: BinaryHeap<Reverse<(Micros, i64)>>,
+    entries: HashMap<i64, DueTask>,
+    by_id: HashMap<String, i64>,
+    /// Attempts in flight per row (RunTask may add a second one).
+    in_flight: HashMap<i64, u32>,
+    /// Attempts in flight that count against `max_concurrent_dispatches`.
+    regular: usize,
+    bucket: TokenBucket,
+    /// Everything at or before this store position is known here; `None`: nothing loaded.
+    loaded: Option<TaskCursor>,
+    /// Whether the last scan reached the end of its window (else it stopped at `batch`).
+    window_done: bool,
+    /// When the next time-driven scan is due.
+    next_scan: Micros,
+    /// A task was left out of memory (cap reached): rescan everything once there is room.
+    lost: bool,
+    /// When the token bucket has the next token, if a due task waits for it.
+    token_at: Option<Micros>,
+}
+
+impl QueueActor {
+    pub(crate) fn new(
+        path: QueuePath,
+        queue: Queue,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Msg>,
+        rescan: Arc<AtomicBool>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let now = shared.ctx.timer.now();
+        let rl = normalize_rate_limits(queue.rate_limits.as_ref());
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        QueueActor {
+            path,
+            queue: Arc::new(queue),
+            shared,
+            rx,
+            rescan,
+            wake,
+            done_tx,
+            done_rx,
+            heap: BinaryHeap::new(),
+            entries: HashMap::new(),
+            by_id: HashMap::new(),
+            in_flight: HashMap::new(),
+            regular: 0,
+            bucket: TokenBucket::new(rl.max_dispatches_per_second, rl.max_burst_size, now),
+            loaded: None,
+            window_done: false,
+            next_scan: now,
+            lost: false,
+            token_at: None,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.shared.cfg.batch.max(1) * 4
+    }
+
+    fn covers(&self, t: &DueTask) -> bool {
+        self.loaded.as_ref().is_some_and(|c| {
+            let (st, id) = position(t);
+            (st, id) <= (c.schedule_time, c.task_id.as_str())
+        })
+    }
+
+    fn known(&self, row: i64) -> bool {
+        self.entries.contains_key(&row) || self.in_flight.contains_key(&row)
+    }
+
+    /// Puts a task into the index unless it is known or memory is full. Returns whether it is
+    /// now in memory.
+    fn insert(&mut self, t: DueTask) -> bool {
+        if self.known(t.row) {
+            return true;
+        }
+        if self.entries.len() >= self.cap() {
+            self.lost = true;
+            return false;
+        }
+        self.heap.push(Reverse((t.schedule_time, t.row)));
+        self.by_id.insert(t.task_id().to_string(), t.row);
+        self.entries.insert(t.row, t);
+        true
+    }
+
+    fn remove(&mut self, row: i64) -> Option<DueTask> {
+        let t = self.entries.remove(&row)?;
+        if self.by_id.get(t.task_id()) == Some(&row) {
+            self.by_id.remove(t.task_id());
+        }
+        Some(t)
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let now = self.shared.ctx.timer.now();
+            let full = self.rescan.swap(false, Ordering::AcqRel)
+                || (self.lost && self.entries.len() <= self.cap() / 2);
+            let partial_low = !self.window_done && self.entries.len() < self.shared.cfg.batch / 2;
+            if full || self.loaded.is_none() || partial_low || now >= self.next_scan {
+                self.scan(full, now).await;
+            }
+            self.pump();
+            let wake_at = self.next_wake();
+            let sleep = self.shared.ctx.timer.sleep_until(wake_at);
+            tokio::select! {
+                biased;
+                Some(d) = self.done_rx.recv() => self.on_done(d),
+                m = self.rx.recv() => match m {
+                    None | Some(Msg::Stop) => break,
+                    Some(m) => self.on_msg(m),
+                },
+                () = self.wake.notified() => {}
+                () = sleep => {}
+            }
+        }
+        tracing::debug!(queue = %self.path, "queue dispatcher stopped");
+    }
+
+    /// Reads due-soon tasks from the store into memory, after `loaded` (or from the start
+    /// when `full`), skipping known ones, until `batch` new ones or the window's end.
+    async fn scan(&mut self, full: bool, now: Micros) {
+        let cfg = &self.shared.cfg;
+        let (batch, lookahead) = (cfg.batch.max(1), cfg.lookahead.max(1));
+        let until = now.saturating_add(lookahead);
+        if full {
+            self.lost = false;
+        }
+        let mut after = if full { None } else { self.loaded.clone() };
+        let mut added = 0usize;
+        loop {
+            let rows = match self
+                .shared
+                .store
+                .due_tasks(&self.path, after.as_ref(), until, batch)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(StoreError::QueueNotFound) => {
+                    // Deleted under us; the engine's Stop follows.
+                    self.next_scan = Micros::MAX;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.path, error = %e, "scan of due tasks failed; retrying");
+                    self.next_scan = now.saturating_add(self.shared.cfg.store_retry_delay);
+                    return;
+                }
+            };
+            let n = rows.len();
+            for t in rows {
+                let here = TaskCursor {
+                    schedule_time: t.schedule_time,
+                    task_id: t.task_id().to_string(),
+                };
+                let was_known = self.known(t.row);
+                if !self.insert(t) {
+                    // Memory is full (`insert` set `lost`): everything before this task is
+                    // loaded, not this one; a full rescan picks it up once there is room.
+                    if !full {
+                        self.loaded = after.or(self.loaded.take());
+                    }
+                    self.window_done = false;
+                    self.next_scan = until;
+                    return;
+                }
+                if !was_known {
+                    added += 1;
+                }
+                after = Some(here);
+            }
+            if n < batch {
+                self.loaded = Some(TaskCursor {
+                    schedule_time: until,
+                    task_id: PAST_ANY_ID.to_string(),
+                });
+                self.window_done = true;
+                self.next_scan = until.saturating_sub(lookahead / 2);
+                return;
+            }
+            if added >= batch {
+                self.loaded = after;
+                self.window_done = false;
+                self.next_scan = until;
+                return;
+            }
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.queue.state == State::Running as i32 && !self.shared.stopping.load(Ordering::Acquire)
+    }
+
+    fn max_concurrent(&self) -> usize {
+        let rl = normalize_rate_limits(self.queue.rate_limits.as_ref());
+        usize::try_from(rl.max_concurrent_dispatches.max(1)).unwrap_or(1)
+    }
+
+    /// The first live heap entry, dropping stale ones.
+    fn peek(&mut self) -> Option<(Micros, i64)> {
+        while let Some(Reverse((at, row))) = self.heap.peek().copied() {
+            match self.entries.get(&row) {
+                Some(t) if t.schedule_time == at => return Some((at, row)),
+                _ => {
+                    self.heap.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Starts every attempt that is due and allowed now.
+    fn pump(&mut self) {
+        self.token_at = None;
+        if !self.running() {
+            return;
+        }
+        let max = self.max_concurrent();
+        let now = self.shared.ctx.timer.now();
+        while let Some((at, row)) = self.peek() {
+            if at > now || self.regular >= max {
+                break;
+            }
+            if let Err(next) = self.bucket.try_take(now) {
+                self.token_at = Some(next);
+                break;
+            }
+            self.heap.pop();
+            if let Some(t) = self.remove(row) {
+                self.launch(t, false, None);
+            }
+        }
+    }
+
+    fn next_wake(&mut self) -> Micros {
+        let mut wake = self.next_scan;
+        if self.running()
+            && self.regular < self.max_concurrent()
+            && let Some((at, _)) = self.peek()
+        {
+            wake = wake.min(at.max(self.token_at.unwrap_or(Micros::MIN)));
+        }
+        wake
+    }
+
+    fn launch(&mut self, t: DueTask, run: bool, anchor: Option<Micros>) {
+        *self.in_flight.entry(t.row).or_insert(0) += 1;
+        if !run {
+            self.regular += 1;
+        }
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let shared = self.shared.clone();
+        let queue = self.queue.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let outcome = attempt::run(&shared.ctx, &t, &queue, anchor).await;
+            tracing::debug!(
+                task = %t.task.name,
+                status = ?outcome.http_status,
+                error = ?outcome.error,
+                "attempt finished"
+            );
+            let result = shared
+                .store
+                .record_attempt(outcome, shared.ctx.timer.now())
+                .await;
+            let _ = done.send(Done {
+                row: t.row,
+                run,
+                original: t,
+                result,
+            });
+            if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.drained.notify_waiters();
+            }
+        });
+    }
+
+    fn on_done(&mut self, d: Done) {
+        if !d.run {
+            self.regular = self.regular.saturating_sub(1);
+        }
+        if let Some(n) = self.in_flight.get_mut(&d.row) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&d.row);
+            }
+        }
+        match d.result {
+            Ok(Recorded {
+                decision: Decision::Retry(_),
+                task,
+            }) => {
+                if !self.in_flight.contains_key(&d.row) {
+                    // A stale copy (RunTask raced a dispatch) gives way to the stored one.
+                    self.remove(d.row);
+                    if self.covers(&task) {
+                        self.insert(task);
+                    }
+                }
+            }
+            Ok(_) => {
+                self.remove(d.row);
+            }
+            Err(StoreError::TaskNotFound) => {}
+            Err(e) => {
+                // The outcome is not stored: the task is still live with its old schedule.
+                // Try it again shortly rather than waiting for a rescan.
+                tracing::error!(queue = %self.path, task = %d.original.task.name, error = %e,
+                    "recording an attempt failed; the task will be dispatched again");
+                if !self.in_flight.contains_key(&d.row) {
+                    let mut t = d.original;
+                    t.schedule_time = self
+                        .shared
+                        .ctx
+                        .timer
+                        .now()
+                        .saturating_add(self.shared.cfg.store_retry_delay);
+                    self.insert(t);
+                }
+            }
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Created(tasks) => {
+                for t in tasks {
+                    if self.covers(&t) {
+                        self.insert(t);
+                    }
+                }
+            }
+            Msg::Deleted(ids) => {
+                for id in ids {
+                    if let Some(row) = self.by_id.get(&id).copied() {
+                        self.remove(row);
+                    }
+                }
+            }
+            Msg::Config(q) => self.reconfigure(*q),
+            Msg::Run { task, call_time } => {
+                self.remove(task.row);
+                self.launch(*task, true, Some(call_time));
+            }
+            Msg::Ping(reply) => {
+                let _ = reply.send(true);
+            }
+            Msg::Stop => {}
+        }
+    }
+
+    fn reconfigure(&mut self, q: Queue) {
+        let now = self.shared.ctx.timer.now();
+        let rl = normalize_rate_limits(q.rate_limits.as_ref());
+        self.bucket
+            .reconfigure(rl.max_dispatches_per_second, rl.max_burst_size, now);
+        let old_purge = self.queue.purge_time.as_ref().map(ts_to_micros);
+        let purge = q.purge_time.as_ref().map(ts_to_micros);
+        self.queue = Arc::new(q);
+        if let Some(p) = purge
+            && purge != old_purge
+        {
+            let gone: Vec<i64> = self
+                .entries
+                .values()
+                .filter(|t| t.create_time < p)
+                .map(|t| t.row)
+                .collect();
+            for row in gone {
+                self.remove(row);
+            }
+        }
+    }
+}
