@@ -19,10 +19,12 @@
 //! check with its message. [`CHECKS`] and [`run_one`] let a backend run checks one at a time.
 //!
 //! The checks live in `queues` (queue lifecycle, name reuse, upsert, listing, state), `contents`
-//! (delete, purge, IAM), `tasks` (create, deduplication and tombstones, get, list, delete) and
-//! `misc` (blobs, cleanup, concurrency).
+//! (delete, purge, IAM), `tasks` (create, deduplication and tombstones, get, list, delete),
+//! `misc` (blobs, cleanup, concurrency) and `dispatch` (the due scan, attempt outcomes, attempt
+//! history, failed tasks and re-runs, retention per state, the start-up queue list).
 
 mod contents;
+mod dispatch;
 mod misc;
 mod queues;
 mod tasks;
@@ -95,6 +97,13 @@ checks!(
     misc::blobs,
     misc::cleanup,
     misc::concurrent_creates,
+    dispatch::dispatch_due_tasks,
+    dispatch::dispatch_retry_updates_the_task,
+    dispatch::dispatch_success_finishes_the_task,
+    dispatch::dispatch_failure_and_rerun,
+    dispatch::dispatch_outcome_for_a_gone_task,
+    dispatch::dispatch_retention_per_state,
+    dispatch::dispatch_list_all_queues,
 );
 
 /// Runs one named check against `store` (which should be empty). Panics when the check fails

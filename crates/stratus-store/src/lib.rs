@@ -282,7 +282,8 @@ pub trait Store: Send + Sync + 'static {
         now: Micros,
     ) -> Result<Recorded, StoreError>;
 
-    /// A task in any kept state, with its attempt history. Errors: `TaskNotFound`.
+    /// A live, succeeded or failed task that is still kept, with its attempt history. A
+    /// deleted task's row is only a name tombstone: `TaskNotFound`, like an unknown one.
     async fn task_record(&self, name: &TaskPath) -> Result<TaskRecord, StoreError>;
 
     /// Finished tasks of a queue in `state` (`Failed` or `Succeeded`), oldest row first,
