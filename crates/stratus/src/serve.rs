@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// How long shutdown waits for dispatches in flight [default: 10s].
     #[arg(long, env = "STRATUS_SHUTDOWN_GRACE")]
     shutdown_grace: Option<String>,
+    /// Serve the API only: store tasks but never dispatch them (RunTask is refused). For
+    /// inspecting a data directory or testing the control plane.
+    #[arg(long, env = "STRATUS_NO_DISPATCH")]
+    no_dispatch: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -144,10 +148,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut auth = AuthConfig::new(issuer.clone());
     auth.oauth = oauth;
     let tokens = Arc::new(TokenSource::new(auth, Some(key.clone()), clock.clone()));
-    let engine = Engine::start(store.clone(), Arc::new(SystemTimer), tokens, engine_cfg)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot start the dispatcher: {e}"))?;
-    let service = Arc::new(plain.with_dispatch(Arc::new(engine.clone())));
+    let (engine, service) = if args.no_dispatch {
+        tracing::warn!("--no-dispatch: tasks are stored but never dispatched");
+        (None, Arc::new(plain))
+    } else {
+        let engine = Engine::start(store.clone(), Arc::new(SystemTimer), tokens, engine_cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the dispatcher: {e}"))?;
+        let service = Arc::new(plain.with_dispatch(Arc::new(engine.clone())));
+        (Some(engine), service)
+    };
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -164,7 +174,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
-    let abandoned = engine.shutdown().await;
+    let abandoned = match &engine {
+        Some(e) => e.shutdown().await,
+        None => 0,
+    };
     if abandoned > 0 {
         tracing::warn!(
             attempts = abandoned,

@@ -132,6 +132,12 @@ impl Service {
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<Task, Status> {
         let name = TaskPath::parse(&req.name)?;
         check_view(req.response_view, "response_view")?;
+        // NOT_FOUND (with the recently-existed text for a tombstone) comes first, whether or
+        // not this server dispatches.
+        self.store
+            .get_task(&name, self.now(), self.cfg.windows)
+            .await
+            .map_err(|e| map_store(e, Ctx::Task))?;
         let task = self.hook.run_task(&name).await?;
         Ok(apply_view(task, req.response_view))
     }
