@@ -154,14 +154,34 @@ def _serve(label: str, extra_args: list[str]):
 
 @pytest.fixture(scope="session")
 def server():
-    """The main server: default windows (task tombstone 1h, queue reuse block 7d)."""
-    yield from _serve("default", ["--task-tombstone", "1h", "--queue-reuse-block", "7d"])
+    """The main server: default windows (task tombstone 1h, queue reuse block 7d).
+
+    The control-plane tests create tasks for hosts that are not on this machine and compare
+    them field by field, so this server stores tasks without dispatching them; dispatch is
+    tested against `server_dispatch` with receivers on 127.0.0.1.
+    """
+    yield from _serve(
+        "default", ["--task-tombstone", "1h", "--queue-reuse-block", "7d", "--no-dispatch"]
+    )
 
 
 @pytest.fixture(scope="session")
 def server_zero():
     """A second server with zero tombstone and queue-reuse windows."""
-    yield from _serve("zero", ["--task-tombstone", "0s", "--queue-reuse-block", "0s"])
+    yield from _serve(
+        "zero", ["--task-tombstone", "0s", "--queue-reuse-block", "0s", "--no-dispatch"]
+    )
+
+
+@pytest.fixture(scope="session")
+def server_dispatch():
+    """A server that dispatches (the default), for tests with receivers on 127.0.0.1."""
+    yield from _serve("dispatch", [])
+
+
+@pytest.fixture(scope="session")
+def client_dispatch(server_dispatch) -> tasks_v2.CloudTasksClient:
+    return make_client(server_dispatch.url)
 
 
 @pytest.fixture(scope="session")

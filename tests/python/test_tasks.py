@@ -197,11 +197,10 @@ def test_create_task_missing_queue(client):
         client.create_task(parent=queue_name(unique("missing")), task=http_task())
 
 
-def test_run_task_not_available_yet(client, queue):
+def test_run_task_refused_without_dispatcher(client, queue):
     t = client.create_task(parent=queue, task=http_task())
-    # The dispatcher is not built yet, so RunTask answers FAILED_PRECONDITION (a 400 on REST,
-    # hence BadRequest). When dispatch lands this assertion changes: RunTask must then return
-    # the task with dispatch_count 1 and last_attempt.dispatch_time set (spec §2.1, checklist #17).
+    # This server runs with --no-dispatch, so RunTask answers FAILED_PRECONDITION (a 400 on
+    # REST, hence BadRequest). RunTask on a dispatching server is in test_dispatch.py.
     with rpc_error(gexc.BadRequest, "FAILED_PRECONDITION"):
         client.run_task(name=t.name)
     # The refused RunTask left the task alone.

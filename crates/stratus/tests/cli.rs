@@ -437,3 +437,197 @@ async fn connection_refused_names_the_endpoint_and_suggests_serve() {
     assert!(run.stderr.contains(&endpoint), "{}", run.stderr);
     assert!(run.stderr.contains("stratus serve"), "{}", run.stderr);
 }
+
+/// Answers Stratus' own calls: two pages of failed tasks, a task status with attempts, a
+/// retried task, and NOT_FOUND / FAILED_PRECONDITION for tasks named `missing` / `live`.
+fn retention(r: &Recorded) -> (u16, Value) {
+    let q = "projects/p/locations/l/queues/q";
+    let error = |code: u16, status: &str, message: &str| {
+        (
+            code,
+            json!({"error": {"code": code, "message": message, "status": status}}),
+        )
+    };
+    if r.path.ends_with("/missing") || r.path.ends_with("/missing:retry") {
+        return error(404, "NOT_FOUND", "Requested entity was not found.");
+    }
+    if r.path.ends_with("/live:retry") {
+        return error(
+            400,
+            "FAILED_PRECONDITION",
+            "Task projects/p/locations/l/queues/q/tasks/live is still scheduled; only finished \
+             tasks can be retried.",
+        );
+    }
+    let failed = |id: &str| {
+        json!({"task": {"name": format!("{q}/tasks/{id}"), "dispatchCount": 3,
+                        "httpRequest": {"url": format!("https://e.com/{id}"), "httpMethod": "POST"},
+                        "lastAttempt": {"responseStatus": {"code": 13, "message": "HTTP status 500"}}},
+               "state": "FAILED", "finishTime": "2030-01-01T00:00:00Z"})
+    };
+    if r.path.ends_with("/failedTasks") {
+        return if r.query.contains("pageToken=t1") {
+            (200, json!({"tasks": [failed("b")]}))
+        } else if r.query.contains("pageSize=1") {
+            (200, json!({"tasks": [failed("a")], "nextPageToken": "t1"}))
+        } else {
+            (200, json!({"tasks": []}))
+        };
+    }
+    if r.path.ends_with(":retry") {
+        return (
+            200,
+            json!({"name": format!("{q}/tasks/a"), "scheduleTime": "2030-01-02T00:00:00Z"}),
+        );
+    }
+    let attempt = |seq: i64, status: Option<u16>| {
+        let mut a = json!({"seq": seq, "dispatchTime": "2030-01-01T00:00:00Z",
+                           "responseTime": "2030-01-01T00:00:00.012Z", "latencyMs": 12});
+        match status {
+            Some(s) => a["httpStatus"] = json!(s),
+            None => a["error"] = json!("connection refused"),
+        }
+        a
+    };
+    (
+        200,
+        json!({"task": {"name": format!("{q}/tasks/a"), "dispatchCount": 2,
+                        "scheduleTime": "2029-12-31T23:59:00Z",
+                        "httpRequest": {"url": "https://e.com/a", "httpMethod": "PUT"}},
+               "state": "FAILED", "finishTime": "2030-01-01T00:00:00Z",
+               "attempts": [attempt(1, None), attempt(2, Some(500))]}),
+    )
+}
+
+#[tokio::test]
+async fn tasks_failed_lists_every_page_from_the_stratus_api() {
+    let server = FakeServer::start(retention).await;
+    let run = stratus(
+        &server.endpoint,
+        "tasks failed --queue q --project p --location l --page-size 1",
+    )
+    .await;
+    assert!(run.ok, "stderr: {}", run.stderr);
+    let reqs = server.requests();
+    let failed_path = "/stratus/v1/projects/p/locations/l/queues/q/failedTasks";
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "GET" && r.path == failed_path)
+    );
+    let queries: Vec<&str> = reqs.iter().map(|r| r.query.as_str()).collect();
+    assert_eq!(queries, ["pageSize=1", "pageSize=1&pageToken=t1"]);
+    assert_eq!(
+        run.stdout,
+        "ID  FINISH_TIME           DISPATCH_COUNT  LAST_RESPONSE    METHOD  URL\n\
+         a   2030-01-01T00:00:00Z  3               HTTP status 500  POST    https://e.com/a\n\
+         b   2030-01-01T00:00:00Z  3               HTTP status 500  POST    https://e.com/b\n"
+    );
+    // An empty queue: nothing on stdout, the usual note on stderr; JSON is an empty array.
+    let empty = stratus(&server.endpoint, "tasks failed --queue q").await;
+    assert!(empty.ok, "stderr: {}", empty.stderr);
+    assert_eq!(empty.stdout, "");
+    assert!(empty.stderr.contains("Listed 0 items."), "{}", empty.stderr);
+    let json_run = stratus(&server.endpoint, "tasks failed --queue q --format json").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&json_run.stdout).unwrap(),
+        json!([])
+    );
+    assert_eq!(
+        server.requests().last().unwrap().path,
+        "/stratus/v1/projects/local/locations/local/queues/q/failedTasks"
+    );
+}
+
+#[tokio::test]
+async fn tasks_history_shows_state_and_attempts() {
+    let server = FakeServer::start(retention).await;
+    let run = stratus(
+        &server.endpoint,
+        "tasks history a --queue q --project p --location l",
+    )
+    .await;
+    assert!(run.ok, "stderr: {}", run.stderr);
+    let req = &server.requests()[0];
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str(), req.query.as_str()),
+        (
+            "GET",
+            "/stratus/v1/projects/p/locations/l/queues/q/tasks/a",
+            ""
+        )
+    );
+    assert_eq!(
+        run.stdout,
+        "name: projects/p/locations/l/queues/q/tasks/a\n\
+         state: FAILED\n\
+         scheduleTime: 2029-12-31T23:59:00Z\n\
+         finishTime: 2030-01-01T00:00:00Z\n\
+         dispatchCount: 2\n\
+         method: PUT\n\
+         url: https://e.com/a\n\
+         \n\
+         SEQ  DISPATCH_TIME         RESPONSE_TIME             HTTP_STATUS  LATENCY_MS  ERROR\n\
+         1    2030-01-01T00:00:00Z  2030-01-01T00:00:00.012Z  -            12          connection refused\n\
+         2    2030-01-01T00:00:00Z  2030-01-01T00:00:00.012Z  500          12\n"
+    );
+    let json_run = stratus(
+        &server.endpoint,
+        "tasks history projects/p/locations/l/queues/q/tasks/a --format json --response-view full",
+    )
+    .await;
+    assert!(json_run.ok, "stderr: {}", json_run.stderr);
+    let parsed: Value = serde_json::from_str(&json_run.stdout).unwrap();
+    assert_eq!(parsed["attempts"][1]["httpStatus"], 500);
+    assert_eq!(server.requests()[1].query, "responseView=FULL");
+
+    let missing = stratus(&server.endpoint, "tasks history missing --queue q").await;
+    assert!(!missing.ok);
+    assert_eq!(
+        missing.stderr.trim(),
+        "error: NOT_FOUND: Requested entity was not found."
+    );
+    let no_queue = stratus(&server.endpoint, "tasks history a").await;
+    assert!(!no_queue.ok);
+    assert!(
+        no_queue.stderr.contains("--queue is required"),
+        "{}",
+        no_queue.stderr
+    );
+}
+
+#[tokio::test]
+async fn tasks_retry_posts_to_the_stratus_api() {
+    let server = FakeServer::start(retention).await;
+    let run = stratus(&server.endpoint, "tasks retry a --queue q --format json").await;
+    assert!(run.ok, "stderr: {}", run.stderr);
+    let req = &server.requests()[0];
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        (
+            "POST",
+            "/stratus/v1/projects/local/locations/local/queues/q/tasks/a:retry"
+        )
+    );
+    assert_eq!(req.body, Value::Null, "no body");
+    assert!(
+        run.stderr
+            .contains("Retried task [projects/local/locations/local/queues/q/tasks/a]."),
+        "{}",
+        run.stderr
+    );
+    let task: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(task["scheduleTime"], "2030-01-02T00:00:00Z");
+
+    let live = stratus(&server.endpoint, "tasks retry live --queue q").await;
+    assert!(!live.ok);
+    assert!(
+        live.stderr
+            .contains("error: FAILED_PRECONDITION: Task projects/p/locations/l/queues/q/tasks/live is still scheduled"),
+        "{}",
+        live.stderr
+    );
+    let missing = stratus(&server.endpoint, "tasks retry missing --queue q").await;
+    assert!(!missing.ok);
+    assert!(missing.stderr.contains("NOT_FOUND"), "{}", missing.stderr);
+    assert_eq!(live.stdout, "");
+}

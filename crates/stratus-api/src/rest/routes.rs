@@ -1,5 +1,7 @@
 //! Method + path → RPC. Paths follow the `google.api.http` bindings of the v2 protos;
 //! names keep their slashes and custom verbs follow the last segment (`…/queues/q:pause`).
+//! Stratus' own calls (task status, failed tasks, retry; see `service::retention`) live under
+//! `/stratus/v1/`, apart from every Cloud Tasks path.
 
 use axum::http::Method;
 use serde_json::{Value, json};
@@ -38,18 +40,12 @@ fn mask(q: &Query) -> Option<FieldMask> {
     })
 }
 
-/// Routes one REST call and returns the response JSON.
-pub(super) async fn route(
-    svc: &Service,
-    method: &Method,
-    path: &str,
-    q: &Query,
-    body: &[u8],
-) -> Result<Value, Status> {
-    let Some(rest) = path.strip_prefix("/v2/") else {
-        return Err(not_found(method, path));
-    };
-    // Percent-decode each segment; split a custom verb off the last one.
+/// Where Stratus' own API (beyond Cloud Tasks) lives; nothing under it collides with `/v2/`.
+const STRATUS_PREFIX: &str = "/stratus/v1/";
+
+/// Percent-decodes each segment of a path (after its API prefix) and splits a custom verb off
+/// the last one: `queues/q:pause` → (`["queues", "q"]`, `"pause"`).
+fn split_path(rest: &str) -> (Vec<String>, String) {
     let mut segs: Vec<String> = rest
         .split('/')
         .map(|s| {
@@ -65,6 +61,24 @@ pub(super) async fn route(
         verb = v.to_string();
         *last = name.to_string();
     }
+    (segs, verb)
+}
+
+/// Routes one REST call and returns the response JSON.
+pub(super) async fn route(
+    svc: &Service,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    body: &[u8],
+) -> Result<Value, Status> {
+    if let Some(rest) = path.strip_prefix(STRATUS_PREFIX) {
+        return stratus_route(svc, method, path, rest, q, body).await;
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return Err(not_found(method, path));
+    };
+    let (segs, verb) = split_path(rest);
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let join = |n: usize| s[..n].join("/");
     let m = method.clone();
@@ -239,5 +253,66 @@ pub(super) async fn route(
             }
         }
         _ => Err(not_found(method, path)),
+    }
+}
+
+fn stratus_not_found(method: &Method, path: &str) -> Status {
+    Status::new(
+        Code::NotFound,
+        format!(
+            "No Stratus API call is bound to {method} {path}; see docs/retention.md for the \
+             /stratus/v1/ endpoints."
+        ),
+    )
+}
+
+/// Routes Stratus' own calls under `/stratus/v1/` (task status, failed tasks, retry). Errors
+/// use the Cloud Tasks error body like every other call.
+async fn stratus_route(
+    svc: &Service,
+    method: &Method,
+    path: &str,
+    rest: &str,
+    q: &Query,
+    body: &[u8],
+) -> Result<Value, Status> {
+    let (segs, verb) = split_path(rest);
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let join = |n: usize| s[..n].join("/");
+    match (s.as_slice(), verb.as_str()) {
+        (["projects", _, "locations", _, "queues", _, "failedTasks"], "")
+            if method == Method::GET =>
+        {
+            let page_size = match q.get("pageSize", "page_size") {
+                None => 0,
+                Some(v) => v.parse().map_err(|_| {
+                    Status::invalid(format!(
+                        "Invalid value at 'pageSize' (TYPE_INT32), \"{v}\"."
+                    ))
+                })?,
+            };
+            let token = q.get("pageToken", "page_token").unwrap_or("");
+            Ok(encode(
+                &svc.list_failed_tasks(&join(6), page_size, token, q.view()?)
+                    .await?,
+            ))
+        }
+        (["projects", _, "locations", _, "queues", _, "tasks", _], "") if method == Method::GET => {
+            Ok(encode(&svc.task_status(&join(8), q.view()?).await?))
+        }
+        (["projects", _, "locations", _, "queues", _, "tasks", _], "retry")
+            if method == Method::POST =>
+        {
+            // The call takes no fields; an empty body and `{}` are both fine.
+            let fields: serde_json::Map<String, Value> = decode(body)?;
+            if let Some(k) = fields.keys().next() {
+                return Err(Status::invalid(format!(
+                    "Invalid JSON payload received. Unknown name \"{k}\": the retry call takes \
+                     no body fields (pass responseView as a query parameter)."
+                )));
+            }
+            Ok(encode(&svc.retry_task(&join(8), q.view()?).await?))
+        }
+        _ => Err(stratus_not_found(method, path)),
     }
 }

@@ -8,6 +8,7 @@ mod batch;
 mod misc;
 pub mod paging;
 mod queues;
+pub mod retention;
 mod tasks;
 pub mod validate;
 

@@ -1,4 +1,5 @@
-//! The REST client: builds `{endpoint}/v2/...` URLs, sends JSON, follows list pages, and turns
+//! The REST client: builds `{endpoint}/v2/...` URLs (or `{endpoint}/stratus/v1/...` for
+//! Stratus' own calls, see [`Client::stratus`]), sends JSON, follows list pages, and turns
 //! failures into one-line errors (`NOT_FOUND: <message>`, or a hint to run `stratus serve`).
 
 use std::time::Duration;
@@ -15,11 +16,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest error-body excerpt quoted when the server's answer is not the API's error JSON.
 const MAX_QUOTED_BODY: usize = 200;
 
+/// Path prefix of the Cloud Tasks v2 API.
+const CLOUD_TASKS_API: &[&str] = &["v2"];
+/// Path prefix of Stratus' own API (task status, failed tasks, retry).
+const STRATUS_API: &[&str] = &["stratus", "v1"];
+
 /// A client for one Stratus endpoint.
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     endpoint: String,
+    /// Segments between the endpoint and the resource name (`v2`, or `stratus/v1`).
+    api: &'static [&'static str],
 }
 
 impl Client {
@@ -39,15 +47,23 @@ impl Client {
             http,
             base,
             endpoint: endpoint.to_string(),
+            api: CLOUD_TASKS_API,
         })
     }
 
-    /// `{endpoint}/v2/{segments…}{suffix}`; segments are percent-encoded one by one and
-    /// `suffix` (e.g. `:pause`) is appended to the last one.
+    /// The same client calling Stratus' own API under `{endpoint}/stratus/v1/` instead of the
+    /// Cloud Tasks API under `/v2/`.
+    pub fn stratus(mut self) -> Self {
+        self.api = STRATUS_API;
+        self
+    }
+
+    /// `{endpoint}/v2/{segments…}{suffix}` (or `/stratus/v1/`); segments are percent-encoded
+    /// one by one and `suffix` (e.g. `:pause`) is appended to the last one.
     fn url(&self, segments: &[String], suffix: &str) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().push("v2");
+            path.pop_if_empty().extend(self.api);
             if let Some((last, init)) = segments.split_last() {
                 path.extend(init);
                 path.push(&format!("{last}{suffix}"));
@@ -232,6 +248,14 @@ mod tests {
         assert_eq!(
             c.url(&segs, ":pause").as_str(),
             "http://h:1/prefix/v2/projects/p/locations/l/queues/a%20b:pause"
+        );
+        assert_eq!(
+            Client::new("http://h:1/prefix")
+                .unwrap()
+                .stratus()
+                .url(&segs, ":retry")
+                .as_str(),
+            "http://h:1/prefix/stratus/v1/projects/p/locations/l/queues/a%20b:retry"
         );
         assert!(Client::new("ftp://x").is_err());
         assert!(Client::new("not a url").is_err());

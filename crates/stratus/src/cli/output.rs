@@ -53,6 +53,12 @@ pub fn list(format: Format, items: &[Value], columns: &[Column]) {
     }
 }
 
+/// Prints `key: value` lines in the order given (a summary whose order matters).
+pub fn pairs(pairs: &[(&str, String)]) {
+    let text: String = pairs.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    out(&text);
+}
+
 /// Prints a status line to stderr, e.g. `Created queue [projects/…/queues/q].`
 pub fn narrate(line: &str) {
     eprintln!("{line}");
@@ -65,7 +71,7 @@ pub fn json(value: &Value) {
 }
 
 /// Writes to stdout, ignoring a closed pipe (`stratus … | head`).
-fn out(text: &str) {
+pub fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout
         .write_all(text.as_bytes())

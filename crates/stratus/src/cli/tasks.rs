@@ -1,4 +1,6 @@
-//! `stratus tasks …`: create HTTP tasks, describe, list, delete and run them.
+//! `stratus tasks …`: create HTTP tasks, describe, list, delete and run them; and, through
+//! Stratus' own API under `/stratus/v1/` (beyond Cloud Tasks), list a queue's failed tasks,
+//! show a task's state and attempt history, and retry a finished task.
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -25,6 +27,14 @@ pub enum TasksCommand {
     Delete(TaskArgs),
     /// Dispatch a task now, ignoring its schedule time, a paused queue and rate limits.
     Run(TaskViewArgs),
+    /// List the tasks of a queue that ran out of attempts and are still kept (Stratus only;
+    /// every page is fetched).
+    Failed(TaskListArgs),
+    /// Show a task's state (SCHEDULED, DISPATCHED, SUCCEEDED, FAILED) and its attempts, for
+    /// live tasks and finished ones still kept (Stratus only).
+    History(TaskViewArgs),
+    /// Schedule a failed or succeeded task again now, with a fresh retry budget (Stratus only).
+    Retry(TaskViewArgs),
 }
 
 /// A command on one task.
@@ -161,6 +171,30 @@ const COLUMNS: &[Column] = &[
     Column::new("URL", url_cell),
 ];
 
+/// The table columns of `tasks failed` (each item is a task status: `{task, state, …}`).
+const FAILED_COLUMNS: &[Column] = &[
+    Column::new("ID", |s| output::short_name(&s["task"])),
+    Column::new("FINISH_TIME", |s| output::field(s, "finishTime", "")),
+    Column::new("DISPATCH_COUNT", |s| {
+        output::field(s, "task.dispatchCount", "0")
+    }),
+    Column::new("LAST_RESPONSE", |s| {
+        output::field(s, "task.lastAttempt.responseStatus.message", "")
+    }),
+    Column::new("METHOD", |s| method_cell(&s["task"])),
+    Column::new("URL", |s| url_cell(&s["task"])),
+];
+
+/// The table columns of the attempts in `tasks history`.
+const ATTEMPT_COLUMNS: &[Column] = &[
+    Column::new("SEQ", |a| output::field(a, "seq", "")),
+    Column::new("DISPATCH_TIME", |a| output::field(a, "dispatchTime", "")),
+    Column::new("RESPONSE_TIME", |a| output::field(a, "responseTime", "")),
+    Column::new("HTTP_STATUS", |a| output::field(a, "httpStatus", "-")),
+    Column::new("LATENCY_MS", |a| output::field(a, "latencyMs", "")),
+    Column::new("ERROR", |a| output::field(a, "error", "")),
+];
+
 /// The method of an HTTP or App Engine task, whether sent as a name or a number.
 fn method_cell(t: &Value) -> String {
     let raw = match t.get("httpRequest") {
@@ -225,6 +259,32 @@ pub async fn run_tasks(cmd: TasksCommand) -> Result<()> {
             output::resource(a.target.global.format, &task);
             Ok(())
         }
+        TasksCommand::Failed(a) => failed(a).await,
+        TasksCommand::History(a) => {
+            let (client, name) = open(&a.target)?;
+            let status = client
+                .stratus()
+                .call(Method::GET, &name.segments(), "", &view_query(&a), None)
+                .await?;
+            print_history(a.target.global.format, &status);
+            Ok(())
+        }
+        TasksCommand::Retry(a) => {
+            let (client, name) = open(&a.target)?;
+            let task = client
+                .stratus()
+                .call(
+                    Method::POST,
+                    &name.segments(),
+                    ":retry",
+                    &view_query(&a),
+                    None,
+                )
+                .await?;
+            output::narrate(&format!("Retried task [{name}]."));
+            output::resource(a.target.global.format, &task);
+            Ok(())
+        }
         TasksCommand::Delete(a) => {
             let (client, name) = open(&a)?;
             let answer = client
@@ -236,6 +296,38 @@ pub async fn run_tasks(cmd: TasksCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `responseView=…` when `--response-view` is given.
+fn view_query(a: &TaskViewArgs) -> Vec<(&'static str, String)> {
+    (a.response_view.iter())
+        .map(|v| ("responseView", v.as_str().to_string()))
+        .collect()
+}
+
+/// Prints a task status: the JSON as is, or a summary followed by a table of attempts.
+fn print_history(format: Format, status: &Value) {
+    if format == Format::Json {
+        output::json(status);
+        return;
+    }
+    let task = &status["task"];
+    output::pairs(&[
+        ("name", output::field(task, "name", "")),
+        ("state", output::field(status, "state", "")),
+        ("scheduleTime", output::field(task, "scheduleTime", "")),
+        ("finishTime", output::field(status, "finishTime", "-")),
+        ("dispatchCount", output::field(task, "dispatchCount", "0")),
+        ("method", method_cell(task)),
+        ("url", url_cell(task)),
+    ]);
+    match status.get("attempts").and_then(Value::as_array) {
+        Some(attempts) if !attempts.is_empty() => {
+            output::out("\n");
+            output::list(format, attempts, ATTEMPT_COLUMNS);
+        }
+        _ => output::narrate("No attempts recorded."),
     }
 }
 
@@ -328,5 +420,23 @@ async fn list(a: TaskListArgs) -> Result<()> {
     let limit = a.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     let tasks = client.list(&segments, &query, "tasks", limit).await?;
     output::list(a.global.format, &tasks, COLUMNS);
+    Ok(())
+}
+
+async fn failed(a: TaskListArgs) -> Result<()> {
+    let client = Client::new(&a.global.endpoint)?.stratus();
+    let queue = names::resolve_queue(&a.queue, &a.location)?;
+    let mut query = Vec::new();
+    if let Some(v) = a.response_view {
+        query.push(("responseView", v.as_str().to_string()));
+    }
+    if let Some(size) = a.page_size {
+        query.push(("pageSize", size.to_string()));
+    }
+    let mut segments = queue.segments();
+    segments.push("failedTasks".into());
+    let limit = a.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let tasks = client.list(&segments, &query, "tasks", limit).await?;
+    output::list(a.global.format, &tasks, FAILED_COLUMNS);
     Ok(())
 }
