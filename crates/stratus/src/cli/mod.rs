@@ -34,7 +34,7 @@ pub use tasks::{TasksCommand, run_tasks};
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Base URL of the Stratus server's REST API (the `/v2/...` paths are appended).
+    /// Base URL of the Stratus server (the `/v2/...` and `/stratus/v1/...` paths are appended).
     #[arg(
         long,
         env = "STRATUS_ENDPOINT",
