@@ -131,6 +131,7 @@ fn next_seq(conn: &Connection, row: i64) -> Result<i64, StoreError> {
 }
 
 /// Records an attempt: applies it to the stored row and appends it to the history.
+/// `TaskNotFound` (the row is no longer live) comes before any write.
 pub(crate) fn record(
     conn: &Connection,
     o: &AttemptOutcome,

@@ -216,9 +216,16 @@ impl Store for SqliteStore {
         outcome: AttemptOutcome,
         now: Micros,
     ) -> Result<Recorded, StoreError> {
+        // The hot path of dispatch: no savepoint (see `Writer::write_whole`). A task that is no
+        // longer live is reported inside `Ok` before anything is written; only a storage error
+        // fails the closure (and with it the batch).
         self.writer()
-            .write(move |tx| dispatch::record(tx, &outcome, now))
-            .await
+            .write_whole(move |tx| match dispatch::record(tx, &outcome, now) {
+                Ok(r) => Ok(Ok(r)),
+                Err(StoreError::TaskNotFound) => Ok(Err(StoreError::TaskNotFound)),
+                Err(e) => Err(e),
+            })
+            .await?
     }
 
     async fn task_record(&self, name: &TaskPath) -> Result<TaskRecord, StoreError> {
