@@ -14,8 +14,10 @@
 //! - at most `4 × batch` tasks are held; past that, a task is left to a full rescan of the
 //!   store once the heap has drained to half.
 //!
-//! An idle queue's actor sleeps until its next scan (half the look-ahead window): no polling
-//! per task.
+//! An idle queue's actor sleeps until the next task comes within the look-ahead window (the
+//! scan asks the store for the first task past the window; creates and retries past it bring
+//! the scan forward), or until it is told something: no polling per task, and a queue with
+//! nothing to do costs one sleeping Tokio task.
 //!
 //! **Dispatch.** While the queue is RUNNING, due tasks leave the heap as long as the token
 //! bucket has a token and fewer than `max_concurrent_dispatches` attempts are in flight. Each
@@ -184,6 +186,19 @@ impl QueueActor {
         true
     }
 
+    /// Takes a live task the actor learned of: into the heap when its position is loaded,
+    /// else the scan that will load it is brought forward as needed.
+    fn learn(&mut self, t: DueTask) {
+        if self.covers(&t) {
+            self.insert(t);
+        } else {
+            let at = t
+                .schedule_time
+                .saturating_sub(self.shared.cfg.lookahead.max(1) / 2);
+            self.next_scan = self.next_scan.min(at);
+        }
+    }
+
     fn remove(&mut self, row: i64) -> Option<DueTask> {
         let t = self.entries.remove(&row)?;
         if self.by_id.get(t.task_id()) == Some(&row) {
@@ -271,12 +286,30 @@ impl QueueActor {
                 after = Some(here);
             }
             if n < batch {
-                self.loaded = Some(TaskCursor {
+                let loaded = TaskCursor {
                     schedule_time: until,
                     task_id: PAST_ANY_ID.to_string(),
-                });
+                };
+                // Sleep until the first task past the window comes near, not just half a
+                // window: a queue with nothing due for hours (or nothing at all) stays asleep.
+                // New tasks past the window bring the scan forward (`scan_for`).
+                let next = match self
+                    .shared
+                    .store
+                    .due_tasks(&self.path, Some(&loaded), Micros::MAX, 1)
+                    .await
+                {
+                    Ok(rows) => rows.first().map(|t| t.schedule_time),
+                    Err(_) => Some(until),
+                };
+                self.loaded = Some(loaded);
                 self.window_done = true;
-                self.next_scan = until.saturating_sub(lookahead / 2);
+                self.next_scan = match next {
+                    Some(at) => until
+                        .saturating_sub(lookahead / 2)
+                        .max(at.saturating_sub(lookahead / 2)),
+                    None => Micros::MAX,
+                };
                 return;
             }
             if added >= batch {
@@ -395,9 +428,7 @@ impl QueueActor {
                 if !self.in_flight.contains_key(&d.row) {
                     // A stale copy (RunTask raced a dispatch) gives way to the stored one.
                     self.remove(d.row);
-                    if self.covers(&task) {
-                        self.insert(task);
-                    }
+                    self.learn(task);
                 }
             }
             Ok(_) => {
@@ -427,9 +458,7 @@ impl QueueActor {
         match m {
             Msg::Created(tasks) => {
                 for t in tasks {
-                    if self.covers(&t) {
-                        self.insert(t);
-                    }
+                    self.learn(t);
                 }
             }
             Msg::Deleted(ids) => {

@@ -554,3 +554,27 @@ async fn scheduled_tasks_dispatch_at_their_time() {
         ]
     );
 }
+
+/// An idle queue sleeps until its next task comes near: no wake-ups in between.
+#[tokio::test]
+async fn idle_queues_sleep_until_their_next_task() {
+    let h = Harness::new().await;
+    h.queue("q", Queue::default()).await;
+    h.settle().await;
+    assert_eq!(
+        h.clock.next_deadline(),
+        Some(stratus_types::Micros::MAX),
+        "an empty queue wakes up"
+    );
+    let start = h.now();
+    h.create("q", h.http_task("q", "later", "/later", 3600 * SECOND))
+        .await;
+    h.settle().await;
+    // Loaded half a look-ahead window (15 s) before it is due, not earlier.
+    assert_eq!(
+        h.clock.next_deadline(),
+        Some(start + 3600 * SECOND - 15 * SECOND)
+    );
+    h.run_until_seen(1, 2 * 3600 * SECOND).await;
+    assert_eq!(h.recv.seen()[0].at, start + 3600 * SECOND);
+}

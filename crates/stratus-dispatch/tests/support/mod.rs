@@ -324,8 +324,8 @@ impl Harness {
                 break;
             }
             match self.clock.next_deadline() {
-                Some(t) => self.clock.advance_to(t),
-                None => break,
+                Some(t) if t <= end => self.clock.advance_to(t),
+                _ => break,
             }
         }
     }
