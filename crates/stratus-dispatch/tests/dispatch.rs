@@ -31,6 +31,12 @@ fn queue_with(rc: RetryConfig) -> Queue {
     }
 }
 
+/// A task's record in the store (any state, with its attempts).
+async fn record(h: &Harness, queue: &str, id: &str) -> stratus_store::dispatch::TaskRecord {
+    let q = QueuePath::parse(&format!("{LOC}/queues/{queue}")).unwrap();
+    h.store.task_record(&q.task(id)).await.unwrap()
+}
+
 fn gaps_s(seen: &[Seen]) -> Vec<i64> {
     seen.windows(2)
         .map(|w| (w[1].at - w[0].at) / SECOND)
@@ -122,15 +128,7 @@ async fn headers_and_counters_match_the_recorded_service() {
     // After the 200 the task is gone from the Cloud Tasks API, kept in retention.
     let err = h.get("q", "t1").await.unwrap_err();
     assert_eq!(err.code, Code::NotFound);
-    let rec = h
-        .store
-        .task_record(
-            &QueuePath::parse(&format!("{LOC}/queues/q"))
-                .unwrap()
-                .task("t1"),
-        )
-        .await
-        .unwrap();
+    let rec = record(&h, "q", "t1").await;
     assert_eq!(rec.state, TaskState::Succeeded);
     let statuses_seen: Vec<Option<u16>> = rec.attempts.iter().map(|a| a.http_status).collect();
     assert_eq!(statuses_seen, [Some(503), Some(404), Some(200)]);
@@ -478,15 +476,7 @@ async fn deadline_exceeded_retries_with_504() {
     // Deadline 15 s, then min backoff 1 s.
     assert_eq!(seen[1].at - seen[0].at, 16 * SECOND);
     h.recv.release();
-    let rec = h
-        .store
-        .task_record(
-            &QueuePath::parse(&format!("{LOC}/queues/q"))
-                .unwrap()
-                .task("slow"),
-        )
-        .await
-        .unwrap();
+    let rec = record(&h, "q", "slow").await;
     assert_eq!(rec.attempts[0].http_status, None);
     assert!(
         rec.attempts[0]

@@ -207,6 +207,12 @@ pub fn response_status(o: &AttemptOutcome) -> rpc::Status {
 /// The task as RunTask returns it: dispatched at `dispatch_time`, no response yet
 /// (cloud-tasks-api.md §2.1).
 pub fn mark_dispatched(task: &mut Task, dispatch_time: Micros) {
+    count_dispatch(task, dispatch_time);
+}
+
+/// One more dispatch at `dispatch_time`: `dispatch_count`, `first_attempt` (once) and a
+/// `last_attempt` without a response.
+fn count_dispatch(task: &mut Task, dispatch_time: Micros) {
     task.dispatch_count += 1;
     let at = Some(micros_to_ts(dispatch_time));
     if task.first_attempt.is_none() {
@@ -227,23 +233,14 @@ pub fn mark_dispatched(task: &mut Task, dispatch_time: Micros) {
 /// next: 2xx succeeds; otherwise the retry rules of §6.3 (stop when every set limit is
 /// reached, else back off from `anchor`, raised to `Retry-After` on 429/503).
 pub fn apply_attempt(task: &mut Task, meta: &mut DispatchMeta, o: &AttemptOutcome) -> Decision {
-    task.dispatch_count += 1;
+    count_dispatch(task, o.dispatch_time);
     if o.http_status.is_some() {
         task.response_count += 1;
     }
-    let dispatch_ts = Some(micros_to_ts(o.dispatch_time));
-    if task.first_attempt.is_none() {
-        task.first_attempt = Some(Attempt {
-            dispatch_time: dispatch_ts,
-            ..Default::default()
-        });
+    if let Some(last) = task.last_attempt.as_mut() {
+        last.response_time = Some(micros_to_ts(o.response_time));
+        last.response_status = Some(response_status(o));
     }
-    task.last_attempt = Some(Attempt {
-        schedule_time: task.schedule_time,
-        dispatch_time: dispatch_ts,
-        response_time: Some(micros_to_ts(o.response_time)),
-        response_status: Some(response_status(o)),
-    });
     if matches!(o.http_status, Some(s) if s < 500) {
         meta.execution_count += 1;
     }

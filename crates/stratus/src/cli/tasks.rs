@@ -407,6 +407,17 @@ async fn create_http_task(a: CreateHttpTaskArgs) -> Result<()> {
 
 async fn list(a: TaskListArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?;
+    list_from(client, a, "tasks", COLUMNS).await
+}
+
+/// Pages through a queue's task collection `collection` (`tasks` on the Cloud Tasks API,
+/// `failedTasks` on Stratus' own) and prints it.
+async fn list_from(
+    client: Client,
+    a: TaskListArgs,
+    collection: &str,
+    columns: &[Column],
+) -> Result<()> {
     let queue = names::resolve_queue(&a.queue, &a.location)?;
     let mut query = Vec::new();
     if let Some(v) = a.response_view {
@@ -416,27 +427,14 @@ async fn list(a: TaskListArgs) -> Result<()> {
         query.push(("pageSize", size.to_string()));
     }
     let mut segments = queue.segments();
-    segments.push("tasks".into());
+    segments.push(collection.into());
     let limit = a.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     let tasks = client.list(&segments, &query, "tasks", limit).await?;
-    output::list(a.global.format, &tasks, COLUMNS);
+    output::list(a.global.format, &tasks, columns);
     Ok(())
 }
 
 async fn failed(a: TaskListArgs) -> Result<()> {
     let client = Client::new(&a.global.endpoint)?.stratus();
-    let queue = names::resolve_queue(&a.queue, &a.location)?;
-    let mut query = Vec::new();
-    if let Some(v) = a.response_view {
-        query.push(("responseView", v.as_str().to_string()));
-    }
-    if let Some(size) = a.page_size {
-        query.push(("pageSize", size.to_string()));
-    }
-    let mut segments = queue.segments();
-    segments.push("failedTasks".into());
-    let limit = a.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
-    let tasks = client.list(&segments, &query, "tasks", limit).await?;
-    output::list(a.global.format, &tasks, FAILED_COLUMNS);
-    Ok(())
+    list_from(client, a, "failedTasks", FAILED_COLUMNS).await
 }
