@@ -64,8 +64,8 @@ pub enum Auth {
 pub struct OutgoingRequest {
     /// The method.
     pub method: http::Method,
-    /// The absolute URL.
-    pub url: String,
+    /// The absolute URL, parsed once (the HTTP client takes it as is).
+    pub url: url::Url,
     /// Headers in send order, names as given (HTTP names are case-insensitive).
     pub headers: Vec<(String, String)>,
     /// The body (empty unless POST, PUT or PATCH).
@@ -123,6 +123,10 @@ pub fn eta_header(eta: Micros) -> String {
 
 /// Applies a queue's `uri_override` to `url` per its enforce mode.
 pub fn apply_uri_override(url: &str, o: &UriOverride) -> Result<String, BuildError> {
+    override_url(url, o).map(String::from)
+}
+
+fn override_url(url: &str, o: &UriOverride) -> Result<url::Url, BuildError> {
     let invalid = |reason: String| BuildError::InvalidUrl {
         url: url.to_string(),
         reason,
@@ -160,7 +164,7 @@ pub fn apply_uri_override(url: &str, o: &UriOverride) -> Result<String, BuildErr
     {
         u.set_query((!q.query_params.is_empty()).then_some(q.query_params.as_str()));
     }
-    Ok(u.to_string())
+    Ok(u)
 }
 
 /// Builds the request of one attempt of an HTTP task.
@@ -179,14 +183,11 @@ pub fn build(
     };
     let method = method(method_code);
     let url = match target.and_then(|t| t.uri_override.as_ref()) {
-        Some(o) => apply_uri_override(&req.url, o)?,
-        None => {
-            url::Url::parse(&req.url).map_err(|e| BuildError::InvalidUrl {
-                url: req.url.clone(),
-                reason: e.to_string(),
-            })?;
-            req.url.clone()
-        }
+        Some(o) => override_url(&req.url, o)?,
+        None => url::Url::parse(&req.url).map_err(|e| BuildError::InvalidUrl {
+            url: req.url.clone(),
+            reason: e.to_string(),
+        })?,
     };
 
     let mut headers: Vec<(String, String)> = Vec::with_capacity(req.headers.len() + 8);
@@ -236,10 +237,14 @@ pub fn build(
 
     // Queue-level authorization replaces the task's.
     let auth = match target.and_then(|t| t.authorization_header.as_ref()) {
-        Some(QueueAuth::OidcToken(t)) => Some(oidc(&t.service_account_email, &t.audience, &url)),
+        Some(QueueAuth::OidcToken(t)) => {
+            Some(oidc(&t.service_account_email, &t.audience, url.as_str()))
+        }
         Some(QueueAuth::OauthToken(t)) => Some(oauth(&t.service_account_email, &t.scope)),
         None => match &req.authorization_header {
-            Some(TaskAuth::OidcToken(t)) => Some(oidc(&t.service_account_email, &t.audience, &url)),
+            Some(TaskAuth::OidcToken(t)) => {
+                Some(oidc(&t.service_account_email, &t.audience, url.as_str()))
+            }
             Some(TaskAuth::OauthToken(t)) => Some(oauth(&t.service_account_email, &t.scope)),
             None => None,
         },

@@ -239,7 +239,17 @@ pub(crate) fn task_record(
     Ok(rec)
 }
 
-/// Finished tasks of a queue in one state, through `tasks_retained`.
+/// The failed-task list: a range of the partial index `tasks_failed`.
+pub(crate) const FAILED: &str =
+    "SELECT t.id, t.schedule_time, t.create_time, t.proto, t.exec_count,
+     t.prev_response, t.state, t.finished_at FROM tasks t
+     WHERE t.queue_id = ?1 AND t.state = 3 AND t.id > ?2 ORDER BY t.id LIMIT ?3";
+/// Other finished states: the queue's rows through `tasks_name` (no endpoint lists them).
+const FINISHED: &str = "SELECT t.id, t.schedule_time, t.create_time, t.proto, t.exec_count,
+     t.prev_response, t.state, t.finished_at FROM tasks t
+     WHERE t.queue_id = ?1 AND t.state = ?4 AND t.id > ?2 ORDER BY t.id LIMIT ?3";
+
+/// Finished tasks of a queue in one state, oldest row first.
 pub(crate) fn finished(
     conn: &Connection,
     queue_id: i64,
@@ -247,15 +257,17 @@ pub(crate) fn finished(
     after: Option<i64>,
     limit: usize,
 ) -> Result<Vec<TaskRecord>, StoreError> {
-    let sql = format!(
-        "SELECT {DUE_COLUMNS}, t.state, t.finished_at FROM tasks t
-         WHERE t.queue_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"
-    );
-    let mut stmt = conn.prepare_cached(&sql).db()?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = stmt
-        .query(params![queue_id, state as i32, after.unwrap_or(0), limit])
-        .db()?;
+    let after = after.unwrap_or(0);
+    let mut stmt;
+    let mut rows = if state == TaskState::Failed {
+        stmt = conn.prepare_cached(FAILED).db()?;
+        stmt.query(params![queue_id, after, limit]).db()?
+    } else {
+        stmt = conn.prepare_cached(FINISHED).db()?;
+        stmt.query(params![queue_id, after, limit, state as i32])
+            .db()?
+    };
     let mut out = Vec::new();
     while let Some(r) = rows.next().db()? {
         out.push(record_row(r)?);

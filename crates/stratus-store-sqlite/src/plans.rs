@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::{queues, schema, tasks};
+use crate::{dispatch, queues, schema, tasks};
 
 fn plan(conn: &Connection, sql: &str) -> String {
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -37,6 +37,10 @@ fn hot_statements_use_their_indexes() {
         (
             tasks::CLEANUP,
             "INDEX tasks_finished (state=? AND finished_at>? AND finished_at<?)",
+        ),
+        (
+            dispatch::FAILED,
+            "USING INDEX tasks_failed (queue_id=? AND id>?)",
         ),
         (
             queues::LIST,

@@ -107,8 +107,9 @@ END;
 -- Cleanup per state: each state has its own retention.
 DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks (state, finished_at) WHERE finished_at IS NOT NULL;
--- Finished (succeeded, failed) tasks of a queue: the failed-task list.
-CREATE INDEX tasks_retained ON tasks (queue_id, state, id) WHERE state >= 2;
+-- Failed tasks of a queue: the failed-task list. Only FAILED rows, so the hot path (a task
+-- succeeding) does not touch it.
+CREATE INDEX tasks_failed ON tasks (queue_id, id) WHERE state = 3;
 ";
 
 /// Opens the read-write connection with the pragmas above.
