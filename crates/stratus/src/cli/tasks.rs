@@ -30,7 +30,7 @@ pub enum TasksCommand {
     /// List the tasks of a queue that ran out of attempts and are still kept (Stratus only;
     /// every page is fetched).
     Failed(TaskListArgs),
-    /// Show a task's state (SCHEDULED, DISPATCHED, SUCCEEDED, FAILED) and its attempts, for
+    /// Show a task's state (SCHEDULED, SUCCEEDED, FAILED) and its attempts, for
     /// live tasks and finished ones still kept (Stratus only).
     History(TaskViewArgs),
     /// Schedule a failed or succeeded task again now, with a fresh retry budget (Stratus only).
