@@ -69,7 +69,7 @@ pub(crate) enum Msg {
         call_time: Micros,
     },
     /// Answered once every earlier message is handled.
-    Ping(oneshot::Sender<bool>),
+    Ping(oneshot::Sender<()>),
     /// The queue was deleted or the engine stops.
     Stop,
 }
@@ -474,7 +474,7 @@ impl QueueActor {
                 self.launch(*task, true, Some(call_time));
             }
             Msg::Ping(reply) => {
-                let _ = reply.send(true);
+                let _ = reply.send(());
             }
             Msg::Stop => {}
         }
