@@ -17,9 +17,45 @@ use stratus_types::time::micros_to_ts;
 
 use crate::error::{SqlResult, decode};
 
-/// The columns [`due_row`] reads, in order.
-const DUE_COLUMNS: &str =
-    "t.id, t.schedule_time, t.create_time, t.proto, t.exec_count, t.prev_response";
+/// The columns [`due_row`] reads, in order (a macro so the statements below are constants:
+/// no SQL is formatted per call on the dispatch path).
+macro_rules! due_columns {
+    () => {
+        "t.id, t.schedule_time, t.create_time, t.proto, t.exec_count, t.prev_response"
+    };
+}
+
+/// The look-ahead scan: a range of `tasks_due`.
+pub(crate) const DUE: &str = concat!(
+    "SELECT ",
+    due_columns!(),
+    " FROM tasks t
+     WHERE t.queue_id = ?1 AND t.state <= 1 AND (t.schedule_time, t.task_id) > (?2, ?3)
+       AND t.schedule_time <= ?4
+     ORDER BY t.schedule_time, t.task_id LIMIT ?5"
+);
+/// RunTask's lookup by name.
+const DUE_ONE: &str = concat!(
+    "SELECT ",
+    due_columns!(),
+    " FROM queues q JOIN tasks t ON t.queue_id = q.id
+     WHERE q.name = ?1 AND q.deleted_at IS NULL AND t.task_id = ?2 AND t.state <= 1"
+);
+/// A live row by primary key (recording an outcome).
+pub(crate) const LOAD_LIVE: &str = concat!(
+    "SELECT ",
+    due_columns!(),
+    " FROM tasks t WHERE t.id = ?1 AND t.state <= 1"
+);
+/// A row in any state by primary key (re-run).
+const LOAD_ANY: &str = concat!("SELECT ", due_columns!(), " FROM tasks t WHERE t.id = ?1");
+/// A kept task by name with its state (the status endpoint).
+const RECORD: &str = concat!(
+    "SELECT ",
+    due_columns!(),
+    ", t.state, t.finished_at FROM queues q JOIN tasks t ON t.queue_id = q.id
+     WHERE q.name = ?1 AND q.deleted_at IS NULL AND t.task_id = ?2 AND t.state != 4"
+);
 
 /// Every live queue.
 pub(crate) fn all_queues(conn: &Connection) -> Result<Vec<Queue>, StoreError> {
@@ -76,13 +112,7 @@ pub(crate) fn due(
     limit: usize,
 ) -> Result<Vec<DueTask>, StoreError> {
     let (sched, id) = after.map_or((Micros::MIN, ""), |c| (c.schedule_time, c.task_id.as_str()));
-    let sql = format!(
-        "SELECT {DUE_COLUMNS} FROM tasks t
-         WHERE t.queue_id = ?1 AND t.state <= 1 AND (t.schedule_time, t.task_id) > (?2, ?3)
-           AND t.schedule_time <= ?4
-         ORDER BY t.schedule_time, t.task_id LIMIT ?5"
-    );
-    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut stmt = conn.prepare_cached(DUE).db()?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows = stmt
         .query(params![queue_id, sched, id, until, limit])
@@ -100,11 +130,7 @@ pub(crate) fn due_one(
     queue_name: &str,
     task_id: &str,
 ) -> Result<DueTask, StoreError> {
-    let sql = format!(
-        "SELECT {DUE_COLUMNS} FROM queues q JOIN tasks t ON t.queue_id = q.id
-         WHERE q.name = ?1 AND q.deleted_at IS NULL AND t.task_id = ?2 AND t.state <= 1"
-    );
-    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut stmt = conn.prepare_cached(DUE_ONE).db()?;
     let mut rows = stmt.query(params![queue_name, task_id]).db()?;
     match rows.next().db()? {
         Some(r) => due_row(r),
@@ -113,9 +139,9 @@ pub(crate) fn due_one(
 }
 
 fn load_row(conn: &Connection, row: i64, live_only: bool) -> Result<DueTask, StoreError> {
-    let guard = if live_only { " AND t.state <= 1" } else { "" };
-    let sql = format!("SELECT {DUE_COLUMNS} FROM tasks t WHERE t.id = ?1{guard}");
-    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut stmt = conn
+        .prepare_cached(if live_only { LOAD_LIVE } else { LOAD_ANY })
+        .db()?;
     let mut rows = stmt.query([row]).db()?;
     match rows.next().db()? {
         Some(r) => due_row(r),
@@ -225,11 +251,7 @@ pub(crate) fn task_record(
     queue_name: &str,
     task_id: &str,
 ) -> Result<TaskRecord, StoreError> {
-    let sql = format!(
-        "SELECT {DUE_COLUMNS}, t.state, t.finished_at FROM queues q JOIN tasks t ON t.queue_id = q.id
-         WHERE q.name = ?1 AND q.deleted_at IS NULL AND t.task_id = ?2 AND t.state != 4"
-    );
-    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut stmt = conn.prepare_cached(RECORD).db()?;
     let mut rows = stmt.query(params![queue_name, task_id]).db()?;
     let mut rec = match rows.next().db()? {
         Some(r) => record_row(r)?,
@@ -240,14 +262,19 @@ pub(crate) fn task_record(
 }
 
 /// The failed-task list: a range of the partial index `tasks_failed`.
-pub(crate) const FAILED: &str =
-    "SELECT t.id, t.schedule_time, t.create_time, t.proto, t.exec_count,
-     t.prev_response, t.state, t.finished_at FROM tasks t
-     WHERE t.queue_id = ?1 AND t.state = 3 AND t.id > ?2 ORDER BY t.id LIMIT ?3";
+pub(crate) const FAILED: &str = concat!(
+    "SELECT ",
+    due_columns!(),
+    ", t.state, t.finished_at FROM tasks t
+     WHERE t.queue_id = ?1 AND t.state = 3 AND t.id > ?2 ORDER BY t.id LIMIT ?3"
+);
 /// Other finished states: the queue's rows through `tasks_name` (no endpoint lists them).
-const FINISHED: &str = "SELECT t.id, t.schedule_time, t.create_time, t.proto, t.exec_count,
-     t.prev_response, t.state, t.finished_at FROM tasks t
-     WHERE t.queue_id = ?1 AND t.state = ?4 AND t.id > ?2 ORDER BY t.id LIMIT ?3";
+const FINISHED: &str = concat!(
+    "SELECT ",
+    due_columns!(),
+    ", t.state, t.finished_at FROM tasks t
+     WHERE t.queue_id = ?1 AND t.state = ?4 AND t.id > ?2 ORDER BY t.id LIMIT ?3"
+);
 
 /// Finished tasks of a queue in one state, oldest row first.
 pub(crate) fn finished(

@@ -38,6 +38,8 @@ fn hot_statements_use_their_indexes() {
             tasks::CLEANUP,
             "INDEX tasks_finished (state=? AND finished_at>? AND finished_at<?)",
         ),
+        (dispatch::DUE, "USING INDEX tasks_due (queue_id=?"),
+        (dispatch::LOAD_LIVE, "USING INTEGER PRIMARY KEY (rowid=?)"),
         (
             dispatch::FAILED,
             "USING INDEX tasks_failed (queue_id=? AND id>?)",

@@ -204,15 +204,10 @@ pub fn response_status(o: &AttemptOutcome) -> rpc::Status {
     }
 }
 
-/// The task as RunTask returns it: dispatched at `dispatch_time`, no response yet
-/// (cloud-tasks-api.md §2.1).
-pub fn mark_dispatched(task: &mut Task, dispatch_time: Micros) {
-    count_dispatch(task, dispatch_time);
-}
-
 /// One more dispatch at `dispatch_time`: `dispatch_count`, `first_attempt` (once) and a
-/// `last_attempt` without a response.
-fn count_dispatch(task: &mut Task, dispatch_time: Micros) {
+/// `last_attempt` without a response — the task as RunTask returns it (cloud-tasks-api.md
+/// §2.1), and where [`apply_attempt`] starts.
+pub fn mark_dispatched(task: &mut Task, dispatch_time: Micros) {
     task.dispatch_count += 1;
     let at = Some(micros_to_ts(dispatch_time));
     if task.first_attempt.is_none() {
@@ -233,7 +228,7 @@ fn count_dispatch(task: &mut Task, dispatch_time: Micros) {
 /// next: 2xx succeeds; otherwise the retry rules of §6.3 (stop when every set limit is
 /// reached, else back off from `anchor`, raised to `Retry-After` on 429/503).
 pub fn apply_attempt(task: &mut Task, meta: &mut DispatchMeta, o: &AttemptOutcome) -> Decision {
-    count_dispatch(task, o.dispatch_time);
+    mark_dispatched(task, o.dispatch_time);
     if o.http_status.is_some() {
         task.response_count += 1;
     }
