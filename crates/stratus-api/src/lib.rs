@@ -4,9 +4,11 @@
 //!   validates input at the edge into typed names, calls the [`stratus_store::Store`] and maps
 //!   store outcomes to the exact Cloud Tasks errors. Transports never touch the store.
 //! - [`rest`]: the HTTP/JSON transcoding under `/v2/` (axum), proto3 JSON in and out.
+//! - [`grpc`]: the same RPCs over gRPC (tonic), routed by content-type on the REST port.
 //! - [`config`]: the knobs of the API ([`ServiceConfig`]).
 
 pub mod config;
+pub mod grpc;
 pub mod rest;
 pub mod service;
 

@@ -164,7 +164,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let data_abs = std::fs::canonicalize(&data_dir).unwrap_or(data_dir.clone());
-    println!("stratus listening on http://{local} (Cloud Tasks v2 REST under /v2/)");
+    println!(
+        "stratus listening on http://{local} (Cloud Tasks v2: REST under /v2/ and gRPC, h2c, on the same port)"
+    );
     println!("stratus data in {} (SQLite)", data_abs.display());
     tracing::info!(%local, data_dir = %data_abs.display(), "serving");
 

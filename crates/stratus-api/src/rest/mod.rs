@@ -20,7 +20,8 @@ use axum::routing::get;
 use crate::Service;
 pub use error::error_response;
 
-/// The REST router for `service`: `/v2/...` plus `/healthz`.
+/// The API router for `service`: REST under `/v2/...`, `/stratus/v1/...` and `/healthz`, and
+/// every gRPC call (by content-type, see [`crate::grpc`]) on the same port.
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         // POST reads and drops the body: the benchmarks' in-run ceiling for a trivial request.
@@ -33,6 +34,9 @@ pub fn router(service: Arc<Service>) -> Router {
 }
 
 async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
+    if crate::grpc::is_grpc(req.headers()) {
+        return crate::grpc::serve(svc, req).await;
+    }
     let (parts, body) = req.into_parts();
     let limit = svc.config().max_request_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
