@@ -201,3 +201,53 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for label, tail in _LOGS:
         terminalreporter.write_sep("-", f"stratus server log, {label}, last lines")
         terminalreporter.write_line(tail)
+
+
+# ----------------------------------------------------------------- checklist results (tests/compat)
+
+# (pair id, scenario) -> {"status": ..., "note": ...}, filled from tests marked checklist(N).
+_CHECKLIST: dict[tuple[str, int], dict] = {}
+_NOT_APPLICABLE = {
+    19: "the REST error body without `status` is a Rust-client negative test (rust-rest)",
+}
+
+
+def pytest_runtest_makereport(item, call):
+    marker = item.get_closest_marker("checklist")
+    callspec = getattr(item, "callspec", None)
+    if marker is None or callspec is None:
+        return
+    pair = f"python-{callspec.params['transport']}"
+    key = (pair, int(marker.args[0]))
+    excinfo = call.excinfo
+    if excinfo is not None:
+        # Any failure in setup, call or teardown, or a skip, fails the scenario.
+        what = "skipped" if excinfo.errisinstance(pytest.skip.Exception) else call.when
+        msg = str(excinfo.value).strip().splitlines()
+        _CHECKLIST[key] = {"status": "fail", "note": f"{what}: {msg[0] if msg else excinfo.typename}"}
+    elif call.when == "call" and key not in _CHECKLIST:
+        notes = [v for k, v in item.user_properties if k == "limitation"]
+        if notes:
+            _CHECKLIST[key] = {"status": "limitation", "note": "; ".join(notes)}
+        else:
+            _CHECKLIST[key] = {"status": "pass", "note": ""}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("STRATUS_COMPAT_RESULTS")
+    if not out or not _CHECKLIST:
+        return
+    import importlib.metadata as md
+    import json
+
+    client = (
+        f"google-cloud-tasks {md.version('google-cloud-tasks')}, "
+        f"google-api-core {md.version('google-api-core')}, grpcio {md.version('grpcio')}"
+    )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for pair in sorted({p for p, _ in _CHECKLIST}):
+        results = {str(n): r for (p, n), r in sorted(_CHECKLIST.items()) if p == pair}
+        for n, note in _NOT_APPLICABLE.items():
+            results.setdefault(str(n), {"status": "n/a", "note": note})
+        doc = {"pair": pair, "client": client, "results": results}
+        (Path(out) / f"{pair}.json").write_text(json.dumps(doc, indent=1))

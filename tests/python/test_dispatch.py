@@ -8,10 +8,11 @@ All waits are bounded polls of real time (the server dispatches in real time her
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 import time
+from pathlib import Path
 
-import jwt
 import pytest
 import requests
 from google.api_core import exceptions as gexc
@@ -19,6 +20,9 @@ from google.cloud import tasks_v2
 from google.protobuf import duration_pb2
 
 from stratus_helpers import create_queue, http_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "receivers" / "python"))
+from stratus_oidc import InvalidTaskToken, StratusOidcVerifier  # noqa: E402
 
 POLL_TIMEOUT_S = 20.0
 
@@ -169,36 +173,34 @@ def test_oidc_token_verifies_with_pyjwt(server_dispatch, client_dispatch, receiv
         )
     seen = receiver.wait_for(2)
 
-    # What a receiver does: discovery document → JWKS → verify signature and claims.
-    discovery = requests.get(
+    # What a receiver does (examples/receivers/python/stratus_oidc.py, quoted in
+    # docs/migrating.md): discovery document -> JWKS -> verify signature and claims.
+    issuer = requests.get(
         f"{server_dispatch.url}/.well-known/openid-configuration", timeout=5
-    ).json()
-    issuer = discovery["issuer"]
-    assert discovery["jwks_uri"].startswith(issuer)
-    jwks = jwt.PyJWKClient(discovery["jwks_uri"])
+    ).json()["issuer"]
     for req in seen:
         auth = req["headers"]["authorization"]
-        assert auth.startswith("Bearer ")
-        raw = auth[len("Bearer "):]
         label = req["path"].rsplit("/", 1)[1]
         # With no audience the token's audience is the target URL (spec §6.6).
         want_aud = audiences[label] or f"{receiver.url}{req['path']}"
-        key = jwks.get_signing_key_from_jwt(raw)
-        claims = jwt.decode(
-            raw,
-            key.key,
-            algorithms=["RS256"],
-            audience=want_aud,
-            issuer=issuer,
-            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-        )
+        verifier = StratusOidcVerifier(issuer, want_aud, allowed_emails={email})
+        claims = verifier.verify(auth)
         assert claims["email"] == email
         assert claims["sub"] == email
         assert claims["email_verified"] is True
         assert claims["exp"] > claims["iat"]
-        # A token for another audience does not verify.
-        with pytest.raises(jwt.InvalidAudienceError):
-            jwt.decode(raw, key.key, algorithms=["RS256"], audience="https://other.example")
+        # A token for another audience, a tampered token, a missing header, another
+        # service account: all refused.
+        with pytest.raises(InvalidTaskToken, match="(?i)audience"):
+            StratusOidcVerifier(issuer, "https://other.example").verify(auth)
+        head, payload, sig = auth[len("Bearer "):].split(".")
+        flipped = sig[:-2] + ("AA" if sig[-2:] != "AA" else "BB")
+        with pytest.raises(InvalidTaskToken):
+            verifier.verify(f"Bearer {head}.{payload}.{flipped}")
+        with pytest.raises(InvalidTaskToken):
+            verifier.verify(None)
+        with pytest.raises(InvalidTaskToken, match="not allowed"):
+            StratusOidcVerifier(issuer, want_aud, allowed_emails={"x@y"}).verify(auth)
 
 
 def test_failed_tasks_are_listed_and_retried(server_dispatch, client_dispatch, receiver):
