@@ -7,7 +7,11 @@
 #   4. cargo build -p stratus, then the Python official-client suite (tests/python) against
 #      the built binary, in a venv at .venv (requirements reinstalled only when
 #      tests/python/requirements.txt changes)
-#   5. a summary; the exit code is non-zero when any step failed (the first failure stops the run)
+#   5. the Node official-client suite (tests/node: `npm ci` from the lockfile when it changed;
+#      Node.js and npm from apt when missing)
+#   6. the compatibility table: checklist scenarios x the five client/transport pairs
+#      (tests/compat/README.md), from the results the Rust, Python and Node drivers wrote
+#   7. a summary; the exit code is non-zero when any step failed (the first failure stops the run)
 #
 # Environment:
 #   STRATUS_TEST_SKIP_LINT=1   skip steps 1-2 (quick local runs)
@@ -29,6 +33,12 @@ RUST_PASSED=0
 RUST_FAILED=0
 PY_PASSED=0
 PY_FAILED=0
+NODE_PASSED=0
+NODE_FAILED=0
+
+# Every checklist driver writes its pair's results here (tests/compat/README.md).
+export STRATUS_COMPAT_RESULTS="$LOGDIR/compat"
+mkdir -p "$STRATUS_COMPAT_RESULTS"
 
 finish() {
     local rc=$?
@@ -42,14 +52,14 @@ finish() {
     if [[ $rc -ne 0 && -n "$CURRENT" ]]; then
         echo "  FAIL  $CURRENT"
     fi
-    echo "  rust tests: $RUST_PASSED passed, $RUST_FAILED failed; python tests: $PY_PASSED passed, $PY_FAILED failed"
+    echo "  rust tests: $RUST_PASSED passed, $RUST_FAILED failed; python tests: $PY_PASSED passed, $PY_FAILED failed; node checks: $NODE_PASSED passed, $NODE_FAILED failed"
     echo "  wall time: $((SECONDS - T0))s"
     if [[ $rc -eq 0 ]]; then
         echo "result: all steps passed"
     else
         echo "result: FAILED (exit $rc)"
     fi
-    echo "total: $((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + PY_FAILED)) failed"
+    echo "total: $((RUST_PASSED + PY_PASSED + NODE_PASSED)) passed, $((RUST_FAILED + PY_FAILED + NODE_FAILED)) failed"
     rm -rf "$LOGDIR"
     exit "$rc"
 }
@@ -164,6 +174,47 @@ python_suite() {
     return "$rc"
 }
 
+node_env() {
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+        echo "node $(node --version), npm $(npm --version)"
+    elif command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+        echo "node or npm missing; installing Debian's nodejs and npm"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    else
+        echo "error: Node.js >= 18 and npm are needed for tests/node (install them)" >&2
+        return 1
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [[ "$major" -lt 18 ]]; then
+        echo "error: Node.js $(node --version) is too old for @google-cloud/tasks 6 (needs >= 18)" >&2
+        return 1
+    fi
+}
+
+node_suite() {
+    local log="$LOGDIR/node.log"
+    local rc=0
+    bash tests/node/run.sh 2>&1 | tee "$log" || rc=$?
+    # run.sh ends with "node checks: N passed, M failed".
+    local last
+    last="$(grep -E '^node checks: ' "$log" | tail -n 1 || true)"
+    NODE_PASSED=$(grep -oE '[0-9]+ passed' <<<"$last" | awk '{print $1}' || true)
+    NODE_FAILED=$(grep -oE '[0-9]+ failed' <<<"$last" | awk '{print $1}' || true)
+    NODE_PASSED=${NODE_PASSED:-0}
+    NODE_FAILED=${NODE_FAILED:-0}
+    if [[ $rc -eq 0 && -z "$last" ]]; then
+        echo "error: tests/node/run.sh printed no 'node checks:' line" >&2
+        return 1
+    fi
+    return "$rc"
+}
+
+compat_table() {
+    "$PYTHON" scripts/compat_summary.py "$STRATUS_COMPAT_RESULTS"
+}
+
 if [[ "${STRATUS_TEST_SKIP_LINT:-0}" == "1" ]]; then
     skip_step "cargo fmt --check"
     skip_step "cargo clippy"
@@ -175,3 +226,6 @@ run_step "cargo test --workspace" cargo_test
 run_step "cargo build -p stratus" build_binary
 run_step "python venv (.venv)" python_env
 run_step "pytest tests/python" python_suite
+run_step "node (tests/node)" node_env
+run_step "node tests/node" node_suite
+run_step "compatibility table (5 pairs)" compat_table
