@@ -182,13 +182,13 @@ node_env() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
     else
-        echo "error: Node.js >= 18 and npm are needed for tests/node (install them)" >&2
+        echo "error: Node.js >= 20 and npm are needed for tests/node (install them)" >&2
         return 1
     fi
     local major
     major="$(node -p 'process.versions.node.split(".")[0]')"
-    if [[ "$major" -lt 18 ]]; then
-        echo "error: Node.js $(node --version) is too old for @google-cloud/tasks 6 (needs >= 18)" >&2
+    if [[ "$major" -lt 20 ]]; then
+        echo "error: Node.js $(node --version) is too old for tests/node (needs >= 20, see tests/node/package.json)" >&2
         return 1
     fi
 }
