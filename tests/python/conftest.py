@@ -60,9 +60,11 @@ def _tail(path: Path, lines: int = 40) -> str:
 class StratusServer:
     """One `stratus serve` child process on a free loopback port with its own data dir."""
 
-    def __init__(self, label: str, extra_args: list[str]):
+    def __init__(self, label: str, extra_args: list[str], tls_ca: Path | None = None):
         self.label = label
         self.extra_args = extra_args
+        # With TLS (--tls-cert/--tls-key in extra_args), the CA file that verifies the server.
+        self.tls_ca = tls_ca
         self.tmp = tempfile.TemporaryDirectory(prefix=f"stratus-py-{label}-")
         self.data_dir = Path(self.tmp.name) / "data"
         self.log_path = Path(self.tmp.name) / "server.log"
@@ -79,7 +81,8 @@ class StratusServer:
                 "or set STRATUS_BIN"
             )
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_ca else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         cmd = [
             str(binary),
             "serve",
@@ -107,7 +110,7 @@ class StratusServer:
                     f"{_tail(self.log_path)}"
                 )
             try:
-                r = requests.get(f"{self.url}/healthz", timeout=1)
+                r = requests.get(f"{self.url}/healthz", timeout=1, verify=str(self.tls_ca or True))
                 if r.status_code == 200:
                     return
                 last_error = f"/healthz answered {r.status_code}"

@@ -35,6 +35,10 @@ pub struct FileConfig {
     pub oauth_token_command: Option<String>,
     /// How long shutdown waits for dispatches in flight (e.g. `"10s"`).
     pub shutdown_grace: Option<String>,
+    /// PEM certificate chain for TLS on the API port (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the API port (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
     /// Queues to create or update at start.
     #[serde(default)]
     pub queues: Vec<QueueDecl>,

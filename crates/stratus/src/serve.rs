@@ -3,8 +3,8 @@
 //! Start order: open the store, apply declared queues, start the dispatcher (it reads every
 //! queue and its due tasks from the store), then listen.
 //!
-//! Shutdown order: stop accepting connections and finish in-flight requests (axum graceful
-//! shutdown), stop the dispatcher (no new attempts; attempts in flight get the grace period to
+//! Shutdown order: stop accepting connections and finish in-flight requests (graceful
+//! shutdown of the plain or TLS listener), stop the dispatcher (no new attempts; attempts in flight get the grace period to
 //! finish and record their outcomes), stop maintenance, then drop the service and store (the
 //! store's writer thread commits what it holds before it exits).
 
@@ -32,7 +32,7 @@ use crate::config::{self, FileConfig, QueueDecl};
 /// Options of `stratus serve` (each also readable from a `STRATUS_*` variable).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (REST API and health).
+    /// Address to listen on (REST and gRPC API, health, OIDC discovery).
     #[arg(long, env = "STRATUS_LISTEN")]
     listen: Option<String>,
     /// Directory of the embedded SQLite store [default: ./stratus-data].
@@ -69,6 +69,12 @@ pub struct ServeArgs {
     /// How long shutdown waits for dispatches in flight [default: 10s].
     #[arg(long, env = "STRATUS_SHUTDOWN_GRACE")]
     shutdown_grace: Option<String>,
+    /// PEM certificate chain (leaf first): serve the API port over TLS (with --tls-key).
+    #[arg(long, env = "STRATUS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "STRATUS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve the API only: store tasks but never dispatch them (RunTask is refused). For
     /// inspecting a data directory or testing the control plane.
     #[arg(long, env = "STRATUS_NO_DISPATCH")]
@@ -128,10 +134,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         (None, None) => OAuthSource::None,
     };
+    let tls = match (
+        args.tls_cert.or(file.tls_cert.clone()),
+        args.tls_key.or(file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("tls_cert and tls_key: set both or neither"),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let issuer = args
         .oidc_issuer
         .or(file.oidc_issuer.clone())
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
 
     let store = SqliteStore::open(&data_dir, SqliteOptions::default())
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
@@ -164,18 +179,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let data_abs = std::fs::canonicalize(&data_dir).unwrap_or(data_dir.clone());
+    let grpc = if tls.is_some() {
+        "gRPC over TLS"
+    } else {
+        "gRPC (h2c)"
+    };
     println!(
-        "stratus listening on http://{local} (Cloud Tasks v2: REST under /v2/ and gRPC, h2c, on the same port)"
+        "stratus listening on {scheme}://{local} (Cloud Tasks v2: REST under /v2/ and {grpc} on the same port)"
     );
     println!("stratus data in {} (SQLite)", data_abs.display());
     tracing::info!(%local, data_dir = %data_abs.display(), "serving");
 
     let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
     let app = stratus_api::rest::router(service.clone()).merge(oidc_routes(&key, &issuer));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    match tls {
+        Some(tls) => {
+            crate::tls::serve(listener, app, tls, shutdown_signal(), API_DRAIN_GRACE).await;
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")?,
+    }
     let abandoned = match &engine {
         Some(e) => e.shutdown().await,
         None => 0,
@@ -190,6 +215,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long open TLS connections get to finish their requests at shutdown.
+const API_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The OIDC signing key's file in the data directory.
 const OIDC_KEY_FILE: &str = "oidc-signing-key.pem";

@@ -129,3 +129,31 @@ fn bad_settings_name_the_setting() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_tls_files_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A certificate without a key (clap names the missing flag).
+    let err = serve(&["--tls-cert", "cert.pem"]);
+    assert!(err.contains("--tls-key"), "{err}");
+    // Files that do not exist, or are not PEM.
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let err = serve(&["--tls-cert", missing, "--tls-key", missing]);
+    assert!(err.contains("tls_cert") && err.contains("missing.pem"), "{err}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk = junk.to_str().unwrap();
+    let err = serve(&["--tls-cert", junk, "--tls-key", junk]);
+    assert!(err.contains("tls_cert") && err.contains("no certificate"), "{err}");
+}
