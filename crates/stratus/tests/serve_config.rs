@@ -150,10 +150,16 @@ fn bad_tls_files_are_refused_at_start() {
     let missing = dir.path().join("missing.pem");
     let missing = missing.to_str().unwrap();
     let err = serve(&["--tls-cert", missing, "--tls-key", missing]);
-    assert!(err.contains("tls_cert") && err.contains("missing.pem"), "{err}");
+    assert!(
+        err.contains("tls_cert") && err.contains("missing.pem"),
+        "{err}"
+    );
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
     let junk = junk.to_str().unwrap();
     let err = serve(&["--tls-cert", junk, "--tls-key", junk]);
-    assert!(err.contains("tls_cert") && err.contains("no certificate"), "{err}");
+    assert!(
+        err.contains("tls_cert") && err.contains("no certificate"),
+        "{err}"
+    );
 }
