@@ -34,7 +34,7 @@ use stratus_types::proto::tasks::{
     RunTaskRequest, UpdateCmekConfigRequest, UpdateQueueRequest,
 };
 use stratus_types::proto::wkt::Empty;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::Grpc;
 
 use crate::Service;
@@ -276,7 +276,10 @@ impl Call {
                 out.map(tonic::Response::new).map_err(|e| to_tonic(&e))
             }
         });
+        // Requests may come gzip-compressed (a client option); answers go uncompressed, as
+        // the official clients advertise gzip on every call and loopback gains nothing from it.
         let mut grpc = Grpc::new(ProtoCodec::<Resp, Req>::default())
+            .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX);
         grpc.unary(handler, req).await.map(Body::new)

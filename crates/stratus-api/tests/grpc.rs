@@ -4,7 +4,7 @@
 //!   invalid-parent) is reproduced over gRPC: canonical code, message, and the `google.rpc.Help`
 //!   details in `grpc-status-details-bin`;
 //! - REST and gRPC answer the same for the same state (queues, tasks, lists, errors);
-//! - `grpc-timeout`, unknown methods and malformed messages get gRPC's codes.
+//! - `grpc-timeout`, gzip-compressed requests, unknown methods and malformed messages.
 
 use std::sync::Arc;
 
@@ -564,6 +564,27 @@ async fn grpc_timeout_unknown_methods_and_bad_messages() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // A gzip-compressed request (a client option) is accepted.
+    let mut client = tonic::client::Grpc::new(s.channel.clone())
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    client.ready().await.unwrap();
+    let q: Queue = client
+        .unary(
+            tonic::Request::new(CreateQueueRequest {
+                parent: LOC.into(),
+                queue: Some(Queue {
+                    name: format!("{LOC}/queues/gzipped"),
+                    ..Default::default()
+                }),
+            }),
+            http::uri::PathAndQuery::from_static("/google.cloud.tasks.v2.CloudTasks/CreateQueue"),
+            tonic_prost::ProstCodec::<CreateQueueRequest, Queue>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(q.name, format!("{LOC}/queues/gzipped"));
 
     // A method nobody serves.
     let err = s
