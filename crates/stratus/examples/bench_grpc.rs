@@ -87,6 +87,19 @@ fn start(bin: &str, dir: &std::path::Path) -> (Child, u16) {
     panic!("server did not start");
 }
 
+/// CPU seconds (user + system) the process `pid` has used, from /proc (Linux; 0 elsewhere).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ, 100 on Linux
+}
+
 /// Task names are unique across phases.
 static PHASE: AtomicU64 = AtomicU64::new(0);
 
@@ -209,17 +222,24 @@ async fn main() {
         o.seconds,
         o.clients,
     );
+    let pid = child.id();
+    let secs = o.seconds as f64;
+    let cpu0 = cpu_secs(pid);
     let rest_rate = rest(&base, &o).await;
+    let rest_cpu = (cpu_secs(pid) - cpu0) / (rest_rate * secs) * 1e6;
     println!(
-        "{:<28} {:>10.0} creates/s",
-        "REST (HTTP/1.1 pool)", rest_rate
+        "{:<24} {:>8.0} creates/s  server CPU {:>5.1} us/create",
+        "REST (HTTP/1.1 pool)", rest_rate, rest_cpu
     );
     for &ch in &o.channels {
+        let cpu0 = cpu_secs(pid);
         let g = grpc(&base, ch, &o).await;
+        let cpu = (cpu_secs(pid) - cpu0) / (g * secs) * 1e6;
         println!(
-            "{:<28} {:>10.0} creates/s  {:>5.0}% of REST",
+            "{:<24} {:>8.0} creates/s  server CPU {:>5.1} us/create  {:>4.0}% of REST",
             format!("gRPC ({ch} h2c channel{})", if ch == 1 { "" } else { "s" }),
             g,
+            cpu,
             100.0 * g / rest_rate
         );
     }
