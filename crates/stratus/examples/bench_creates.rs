@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo run --release -p stratus --example bench_creates -- [--bin target/release/stratus]
 //! [--seconds 5] [--clients 1,16,64] [--endpoint http://127.0.0.1:8123]`. The server runs as a separate process on a free
-//! loopback port with its store in a temp dir (synchronous=FULL: every acknowledged create is
-//! on disk).
+//! loopback port with `--no-dispatch` and its store in a temp dir (synchronous=FULL: every
+//! acknowledged create is on disk).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -60,6 +60,9 @@ fn start(bin: &str, dir: &std::path::Path) -> (Child, u16) {
     let mut child = Command::new(bin)
         .args([
             "serve",
+            // The API path and the store only: the created tasks (for 127.0.0.1:9) would
+            // otherwise be dispatched, refused and retried during the run.
+            "--no-dispatch",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",

@@ -232,15 +232,19 @@ async fn main() {
         "REST (HTTP/1.1 pool)", rest_rate, rest_cpu
     );
     for &ch in &o.channels {
-        let cpu0 = cpu_secs(pid);
+        let (cpu0, own0) = (cpu_secs(pid), cpu_secs(std::process::id()));
         let g = grpc(&base, ch, &o).await;
         let cpu = (cpu_secs(pid) - cpu0) / (g * secs) * 1e6;
+        let own = (cpu_secs(std::process::id()) - own0) / secs;
         println!(
-            "{:<24} {:>8.0} creates/s  server CPU {:>5.1} us/create  {:>4.0}% of REST",
+            "{:<24} {:>8.0} creates/s  server CPU {:>5.1} us/create  {:>4.0}% of REST  \
+             (server {:.2} cores, load generator {:.2} cores)",
             format!("gRPC ({ch} h2c channel{})", if ch == 1 { "" } else { "s" }),
             g,
             cpu,
-            100.0 * g / rest_rate
+            100.0 * g / rest_rate,
+            cpu * g / 1e6,
+            own
         );
     }
     let _ = child.kill();

@@ -196,10 +196,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(tls) => {
             crate::tls::serve(listener, app, tls, shutdown_signal(), API_DRAIN_GRACE).await;
         }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("server failed")?,
+        None => axum::serve(
+            // No Nagle delay: HTTP/2 writes many small frames per connection.
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?,
     }
     let abandoned = match &engine {
         Some(e) => e.shutdown().await,

@@ -78,6 +78,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // No Nagle delay: HTTP/2 writes many small frames per connection.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
