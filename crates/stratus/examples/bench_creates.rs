@@ -7,7 +7,10 @@
 //! loopback port with `--no-dispatch` and its store in a temp dir (synchronous=FULL: every
 //! acknowledged create is on disk).
 
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,37 +55,15 @@ fn opts() -> Opts {
 }
 
 fn start(bin: &str, dir: &std::path::Path) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
+    support::start_server(
+        bin,
+        dir,
+        &[
             // The API path and the store only: the created tasks (for 127.0.0.1:9) would
             // otherwise be dispatched, refused and retried during the run.
             "--no-dispatch",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("STRATUS_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {bin}: {e} (build it with cargo build --release -p stratus)")
-        });
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, port);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start");
+        ],
+    )
 }
 
 /// Runs `clients` loops for `secs` seconds, each sending one request after the other;

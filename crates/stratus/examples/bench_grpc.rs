@@ -9,7 +9,10 @@
 //! The server runs with `--no-dispatch` on a free loopback port with its store in a temp dir
 //! (synchronous=FULL), so only the API path and the store are measured.
 
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -56,35 +59,7 @@ fn opts() -> Opts {
 }
 
 fn start(bin: &str, dir: &std::path::Path) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--no-dispatch",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("STRATUS_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {bin}: {e} (build it with cargo build --release -p stratus)")
-        });
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, port);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not start");
+    support::start_server(bin, dir, &["--no-dispatch"])
 }
 
 /// CPU seconds (user + system) the process `pid` has used, from /proc (Linux; 0 elsewhere).
