@@ -3,7 +3,8 @@
 #
 #   1. cargo fmt --all -- --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
-#   3. cargo test --workspace
+#   3. cargo test --workspace (PostgreSQL tests start their own server: Debian's postgresql
+#      package is installed first when no initdb/pg_ctl is found and STRATUS_TEST_PG_URL is unset)
 #   4. cargo build -p stratus, then the Python official-client suite (tests/python) against
 #      the built binary, in a venv at .venv (requirements reinstalled only when
 #      tests/python/requirements.txt changes)
@@ -174,6 +175,28 @@ python_suite() {
     return "$rc"
 }
 
+postgres_env() {
+    if [[ -n "${STRATUS_TEST_PG_URL:-}" ]]; then
+        echo "PostgreSQL tests use STRATUS_TEST_PG_URL"
+        return 0
+    fi
+    local bin
+    for bin in $(command -v initdb 2>/dev/null) /usr/lib/postgresql/*/bin/initdb; do
+        if [[ -x "$bin" && -x "$(dirname "$bin")/pg_ctl" ]]; then
+            echo "PostgreSQL server binaries: $(dirname "$(readlink -f "$bin")")"
+            return 0
+        fi
+    done
+    if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+        echo "no PostgreSQL server binaries; installing Debian's postgresql"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+    else
+        echo "error: the PostgreSQL tests need initdb and pg_ctl (Debian: postgresql) or STRATUS_TEST_PG_URL" >&2
+        return 1
+    fi
+}
+
 node_env() {
     if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
         echo "node $(node --version), npm $(npm --version)"
@@ -222,6 +245,7 @@ else
     run_step "cargo fmt --check" cargo fmt --all -- --check
     run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 fi
+run_step "postgresql (server binaries)" postgres_env
 run_step "cargo test --workspace" cargo_test
 run_step "cargo build -p stratus" build_binary
 run_step "python venv (.venv)" python_env
