@@ -10,7 +10,6 @@
 //! Each test should take its own database ([`PgServer::fresh_database`]) so tests can share one
 //! server.
 
-#![allow(clippy::missing_panics_doc)]
 
 use std::fmt;
 use std::io;
