@@ -10,7 +10,6 @@
 //! Each test should take its own database ([`PgServer::fresh_database`]) so tests can share one
 //! server.
 
-
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
