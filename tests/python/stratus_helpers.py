@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 import uuid
 
 import pytest
@@ -143,3 +144,16 @@ def help_links(err) -> list[tuple[str, str]]:
         if detail.get("@type") == "type.googleapis.com/google.rpc.Help":
             links += [(link.get("description"), link.get("url")) for link in detail.get("links", [])]
     return links
+
+
+def poll(fn, what: str, timeout: float = 20.0):
+    """Calls `fn` until it returns something truthy (every 20 ms, at most `timeout` seconds)
+    and returns that; fails the test with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")

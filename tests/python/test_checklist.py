@@ -24,6 +24,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
 from conftest import make_client
+from stratus_helpers import poll
 
 TRANSPORTS = ["rest", "grpc"]
 LOC = "projects/compat/locations/local"
@@ -219,17 +220,6 @@ def expect_error(transport: str, code: str, message: str | None, fn):
     return err
 
 
-def poll(fn, what: str, timeout: float = POLL_S):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
-
-
 def gone(c, name: str) -> bool:
     try:
         c.get_task(name=name)
@@ -390,7 +380,7 @@ def test_s07_duplicate_names(c, transport, rx):
     rq = new_queue(c, transport, 7)
     done = f"{rq}/tasks/done"
     c.create_task(parent=rq, task=task(rx.url + "/s7", name=done))
-    poll(lambda: gone(c, done), "the task to succeed")
+    poll(lambda: gone(c, done), "the task to succeed", POLL_S)
     expect_error(
         transport,
         "ALREADY_EXISTS",
@@ -416,7 +406,7 @@ def test_s08_get_after_success(c, transport, rx):
     path = f"/s8-{transport}"
     c.create_task(parent=q, task=task(rx.url + path, name=name))
     rx.wait(path, 1)
-    poll(lambda: gone(c, name), "the task to succeed")
+    poll(lambda: gone(c, name), "the task to succeed", POLL_S)
     expect_error(transport, "NOT_FOUND", GONE, lambda: c.get_task(name=name))
 
 
@@ -467,7 +457,7 @@ def test_s12_max_attempts(c, transport, rx):
     rx.wait(path, 3)
     time.sleep(1.0)
     assert len(rx.arrivals(path)) == 3
-    poll(lambda: gone(c, name), "the failed task to be gone")
+    poll(lambda: gone(c, name), "the failed task to be gone", POLL_S)
 
 
 @pytest.mark.checklist(13)

@@ -19,7 +19,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2
 
-from stratus_helpers import create_queue, http_task
+from stratus_helpers import create_queue, http_task, poll
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "receivers" / "python"))
 from stratus_oidc import InvalidTaskToken, StratusOidcVerifier  # noqa: E402
@@ -94,17 +94,6 @@ def fast_retry_queue(client) -> str:
             max_attempts=5,
         ),
     ).name
-
-
-def poll(fn, what: str):
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
 
 
 def test_client_sees_counters_change_after_delivery(client_dispatch, receiver):
