@@ -107,17 +107,13 @@ pub async fn serve(svc: Arc<Service>, req: Request) -> Response {
         limit,
         req,
     };
-    const T: &str = "/google.cloud.tasks.v2.CloudTasks/";
-    const L: &str = "/google.cloud.location.Locations/";
-    const O: &str = "/google.longrunning.Operations/";
-    let Some((service, method)) = path
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .map(|(s, m)| (format!("/{s}/"), m.to_owned()))
-    else {
+    const T: &str = "google.cloud.tasks.v2.CloudTasks";
+    const L: &str = "google.cloud.location.Locations";
+    const O: &str = "google.longrunning.Operations";
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
         return unimplemented(&path);
     };
-    match (service.as_str(), method.as_str()) {
+    match (service, method) {
         (T, "ListQueues") => {
             call.unary(|s, r: ListQueuesRequest| async move { s.list_queues(r).await })
                 .await

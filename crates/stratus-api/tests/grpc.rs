@@ -195,10 +195,9 @@ fn code_of(c: &str) -> tonic::Code {
 
 /// Drives the scenario that provokes the named error over gRPC and returns the error.
 async fn provoke(s: &Server, name: &str) -> tonic::Status {
-    const CT: &str = "/google.cloud.tasks.v2.CloudTasks/";
     macro_rules! queue_call {
         ($method:literal, $req:expr) => {
-            s.grpc::<_, Queue>(const_format(CT, $method), $req)
+            s.grpc::<_, Queue>(concat!("/google.cloud.tasks.v2.CloudTasks/", $method), $req)
                 .await
                 .unwrap_err()
         };
@@ -314,11 +313,6 @@ async fn provoke(s: &Server, name: &str) -> tonic::Status {
         }
         other => panic!("no scenario for {other}"),
     }
-}
-
-/// `/google.cloud.tasks.v2.CloudTasks/` + method, as the `&'static str` tonic wants.
-fn const_format(prefix: &str, method: &str) -> &'static str {
-    Box::leak(format!("{prefix}{method}").into_boxed_str())
 }
 
 /// The Help links in an error's `grpc-status-details-bin`, after checking that its

@@ -1351,12 +1351,7 @@ async fn compat_checklist_rust_rest() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let client = CloudTasks::builder()
-        .with_endpoint(server.url())
-        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        .build()
-        .await
-        .unwrap();
+    let client = server.official_client().await;
     let ctx: C = Arc::new(Ctx {
         client,
         recv: Receiver::start().await,

@@ -6,7 +6,6 @@ mod support;
 
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::paginator::ItemPaginator as _;
-use google_cloud_tasks_v2::client::CloudTasks;
 use google_cloud_tasks_v2::model::{HttpRequest, Queue, RateLimits, RetryConfig, Task, task::View};
 use support::Server;
 
@@ -18,12 +17,7 @@ async fn official_rust_client_drives_queues_and_tasks() {
     // The tasks here target 127.0.0.1:9 (nothing): without --no-dispatch their failed
     // attempts would move them in the (schedule time, id) order while the test pages through it.
     let server = Server::start(dir.path(), &["--no-dispatch"]);
-    let client = CloudTasks::builder()
-        .with_endpoint(server.url())
-        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        .build()
-        .await
-        .unwrap();
+    let client = server.official_client().await;
     let qname = format!("{LOC}/queues/rust");
 
     let q = client

@@ -13,6 +13,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// The official Rust client (`google-cloud-tasks-v2`, REST) pointed at this server with
+    /// anonymous credentials (spec §9).
+    pub async fn official_client(&self) -> google_cloud_tasks_v2::client::CloudTasks {
+        google_cloud_tasks_v2::client::CloudTasks::builder()
+            .with_endpoint(self.url())
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .build()
+            .await
+            .unwrap()
+    }
+
     /// Starts a server on a free port with its store in `data_dir`, waiting (bounded) until
     /// `/healthz` answers.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
