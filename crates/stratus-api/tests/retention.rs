@@ -144,6 +144,7 @@ impl H {
                 max_retry_duration: None,
             },
             anchor: now + 25_000,
+            fence: None,
         };
         self.store
             .record_attempt(outcome, now + 25_000)

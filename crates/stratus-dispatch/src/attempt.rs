@@ -86,6 +86,7 @@ pub async fn run(
         retry_after: None,
         retry: retry_config(task, queue),
         anchor: 0,
+        fence: None,
     };
     let sent = async {
         let req = request::build(&task.task, queue, &info).map_err(|e| e.to_string())?;

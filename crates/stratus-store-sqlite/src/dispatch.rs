@@ -124,6 +124,32 @@ pub(crate) fn due(
     Ok(out)
 }
 
+/// The live tasks of queue `queue_id` among `rows`, in row order.
+pub(crate) fn live_rows(
+    conn: &Connection,
+    queue_id: i64,
+    rows: &[i64],
+) -> Result<Vec<DueTask>, StoreError> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            due_columns!(),
+            " FROM tasks t WHERE t.id = ?1 AND t.queue_id = ?2 AND t.state <= 1"
+        ))
+        .db()?;
+    let mut out = Vec::new();
+    for row in sorted {
+        let mut found = stmt.query(params![row, queue_id]).db()?;
+        if let Some(r) = found.next().db()? {
+            out.push(due_row(r)?);
+        }
+    }
+    Ok(out)
+}
+
 /// One live task by name (RunTask).
 pub(crate) fn due_one(
     conn: &Connection,

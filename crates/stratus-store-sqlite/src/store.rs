@@ -204,6 +204,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn live_tasks(
+        &self,
+        queue: &QueuePath,
+        rows: &[i64],
+    ) -> Result<Vec<DueTask>, StoreError> {
+        let (name, rows) = (queue.to_string(), rows.to_vec());
+        self.readers()
+            .read(move |tx| {
+                let id = queues::require_id(tx, &name)?;
+                dispatch::live_rows(tx, id, &rows)
+            })
+            .await
+    }
+
     async fn get_due_task(&self, name: &TaskPath) -> Result<DueTask, StoreError> {
         let (queue, id) = (name.queue.to_string(), name.task.clone());
         self.readers()

@@ -66,6 +66,11 @@ pub struct AttemptOutcome {
     pub retry: RetryConfig,
     /// What the next schedule_time counts from: the attempt's end, or the RunTask call time.
     pub anchor: Micros,
+    /// The queue lease epoch the attempt was started under (cluster mode). A store that keeps
+    /// leases records the outcome only while this node still holds the queue's lease with this
+    /// epoch, and otherwise answers `Unavailable` without writing; `None` (RunTask, or a
+    /// single-node store) is not fenced.
+    pub fence: Option<i64>,
 }
 
 impl AttemptOutcome {
@@ -295,6 +300,7 @@ mod tests {
             retry_after: None,
             retry,
             anchor: at + SECOND,
+            fence: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //!   a finished task blocks its name for `tombstone_ttl` after `finished_at`.
 //! - A deleted queue blocks its name for `queue_reuse_block`; its tasks are gone at once.
 
+pub mod cluster;
 pub mod conformance;
 pub mod dispatch;
 pub mod hook;
@@ -267,6 +268,11 @@ pub trait Store: Send + Sync + 'static {
         until: Micros,
         limit: usize,
     ) -> Result<Vec<DueTask>, StoreError>;
+
+    /// The live tasks among `rows` of `queue`, in row order (rows no longer live are left
+    /// out). Cluster mode: how a queue's owner loads tasks another node created.
+    async fn live_tasks(&self, queue: &QueuePath, rows: &[i64])
+    -> Result<Vec<DueTask>, StoreError>;
 
     /// One live task with its row and counters (RunTask). Errors: `TaskNotFound`.
     async fn get_due_task(&self, name: &TaskPath) -> Result<DueTask, StoreError>;

@@ -40,6 +40,7 @@ fn outcome(row: i64, at: Micros, status: Option<u16>, rc: &RetryConfig) -> Attem
         retry_after: None,
         retry: *rc,
         anchor: at + SECOND,
+        fence: None,
     }
 }
 

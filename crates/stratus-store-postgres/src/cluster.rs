@@ -1,0 +1,1 @@
+//! Cluster mode: node registry, queue leases with epoch fencing, LISTEN/NOTIFY.
