@@ -63,6 +63,8 @@ pub(crate) enum Msg {
     Deleted(Vec<String>),
     /// The queue's stored config changed.
     Config(Box<Queue>),
+    /// Cluster mode: another node created these task rows; load the live ones.
+    Fetch(Vec<i64>),
     /// RunTask: dispatch now, bypassing state and limits.
     Run {
         task: Box<DueTask>,
@@ -118,6 +120,14 @@ pub(crate) struct QueueActor {
     lost: bool,
     /// When the token bucket has the next token, if a due task waits for it.
     token_at: Option<Micros>,
+    /// The lease epoch (cluster mode): the fencing token of every regular attempt.
+    fence: Option<i64>,
+    /// This queue's attempts in flight (the engine waits for them before handing it over).
+    attempts: Arc<AtomicUsize>,
+    /// Set when the queue is handed to another node: no new attempts from here on.
+    halt: Arc<AtomicBool>,
+    /// Rows to fetch from the store (created through other nodes).
+    fetch: Vec<i64>,
 }
 
 impl QueueActor {
@@ -128,6 +138,9 @@ impl QueueActor {
         rx: mpsc::Receiver<Msg>,
         rescan: Arc<AtomicBool>,
         wake: Arc<Notify>,
+        fence: Option<i64>,
+        attempts: Arc<AtomicUsize>,
+        halt: Arc<AtomicBool>,
     ) -> Self {
         let now = shared.ctx.timer.now();
         let rl = normalize_rate_limits(queue.rate_limits.as_ref());
@@ -152,6 +165,10 @@ impl QueueActor {
             next_scan: now,
             lost: false,
             token_at: None,
+            fence,
+            attempts,
+            halt,
+            fetch: Vec::new(),
         }
     }
 
@@ -209,12 +226,18 @@ impl QueueActor {
 
     pub(crate) async fn run(mut self) {
         loop {
+            if self.halt.load(Ordering::Acquire) {
+                break;
+            }
             let now = self.shared.ctx.timer.now();
             let full = self.rescan.swap(false, Ordering::AcqRel)
                 || (self.lost && self.entries.len() <= self.cap() / 2);
             let partial_low = !self.window_done && self.entries.len() < self.shared.cfg.batch / 2;
             if full || self.loaded.is_none() || partial_low || now >= self.next_scan {
                 self.scan(full, now).await;
+            }
+            if !self.fetch.is_empty() {
+                self.fetch_rows().await;
             }
             self.pump();
             let wake_at = self.next_wake();
@@ -321,8 +344,28 @@ impl QueueActor {
         }
     }
 
+    /// Loads tasks other nodes created (cluster mode). Runs between messages, like a scan, so
+    /// a row whose attempt finished meanwhile is either still known here or no longer live.
+    async fn fetch_rows(&mut self) {
+        let rows = std::mem::take(&mut self.fetch);
+        match self.shared.store.live_tasks(&self.path, &rows).await {
+            Ok(tasks) => {
+                for t in tasks {
+                    self.learn(t);
+                }
+            }
+            Err(StoreError::QueueNotFound) => {}
+            Err(e) => {
+                tracing::warn!(queue = %self.path, error = %e, "loading new tasks failed; rescanning");
+                self.rescan.store(true, Ordering::Release);
+            }
+        }
+    }
+
     fn running(&self) -> bool {
-        self.queue.state == State::Running as i32 && !self.shared.stopping.load(Ordering::Acquire)
+        self.queue.state == State::Running as i32
+            && !self.shared.stopping.load(Ordering::Acquire)
+            && !self.halt.load(Ordering::Acquire)
     }
 
     fn max_concurrent(&self) -> usize {
@@ -383,11 +426,15 @@ impl QueueActor {
             self.regular += 1;
         }
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.attempts.fetch_add(1, Ordering::AcqRel);
         let shared = self.shared.clone();
         let queue = self.queue.clone();
         let done = self.done_tx.clone();
+        let fence = if run { None } else { self.fence };
+        let attempts = self.attempts.clone();
         tokio::spawn(async move {
-            let outcome = attempt::run(&shared.ctx, &t, &queue, anchor).await;
+            let mut outcome = attempt::run(&shared.ctx, &t, &queue, anchor).await;
+            outcome.fence = fence;
             tracing::debug!(
                 task = %t.task.name,
                 status = ?outcome.http_status,
@@ -404,6 +451,7 @@ impl QueueActor {
                 original: t,
                 result,
             });
+            attempts.fetch_sub(1, Ordering::AcqRel);
             if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 shared.drained.notify_waiters();
             }
@@ -461,6 +509,7 @@ impl QueueActor {
                     self.learn(t);
                 }
             }
+            Msg::Fetch(rows) => self.fetch.extend(rows),
             Msg::Deleted(ids) => {
                 for id in ids {
                     if let Some(row) = self.by_id.get(&id).copied() {
@@ -502,4 +551,25 @@ impl QueueActor {
             }
         }
     }
+}
+
+/// RunTask for a queue another node owns (cluster mode): sends the attempt from here and
+/// records it unfenced. The owner's copy of the task, if it holds one, gives way to the stored
+/// row when it records its own attempt.
+pub(crate) fn run_detached(shared: Arc<Shared>, t: DueTask, queue: Queue, call_time: Micros) {
+    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+    tokio::spawn(async move {
+        let outcome = attempt::run(&shared.ctx, &t, &queue, Some(call_time)).await;
+        if let Err(e) = shared
+            .store
+            .record_attempt(outcome, shared.ctx.timer.now())
+            .await
+            && e != StoreError::TaskNotFound
+        {
+            tracing::error!(task = %t.task.name, error = %e, "recording a RunTask attempt failed");
+        }
+        if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.drained.notify_waiters();
+        }
+    });
 }

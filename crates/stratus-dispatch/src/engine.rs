@@ -11,6 +11,15 @@
 //! - Shutdown: actors stop starting attempts; attempts in flight get a grace period to finish
 //!   and record their outcomes; whatever is still running then is abandoned and will be
 //!   dispatched again after the restart (at least once).
+//!
+//! **Cluster mode** ([`Engine::start_cluster`]): the engine dispatches only the queues this node
+//! holds the lease of ([`ClusterEvent::Owned`]), and passes each lease's epoch with its attempts
+//! as the fencing token. A queue it loses is stopped, its attempts in flight are awaited
+//! (bounded by the shutdown grace) and only then is the lease handed back, so two nodes never
+//! dispatch one queue at once. Tasks created or deleted and queues changed through other nodes
+//! arrive as cluster events; every `safety_scan` each owned queue rescans the store anyway, so a
+//! lost event delays a task, never loses it. RunTask works on any node: for a queue another node
+//! owns, the attempt runs here, unfenced, like a RunTask always bypasses the queue's limits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use stratus_store::cluster::{Cluster, ClusterEvent};
 use stratus_store::dispatch::{DueTask, mark_dispatched};
 use stratus_store::hook::DispatchHook;
 use stratus_store::{Store, StoreError};
@@ -44,6 +54,9 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// How long a store failure while recording an outcome delays the task's next try.
     pub store_retry_delay: Micros,
+    /// Cluster mode: how often every owned queue rescans the store, the safety net under
+    /// the notifications of other nodes.
+    pub safety_scan: Duration,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +67,7 @@ impl Default for EngineConfig {
             channel_capacity: 4_096,
             shutdown_grace: Duration::from_secs(10),
             store_retry_delay: SECOND,
+            safety_scan: Duration::from_secs(10),
         }
     }
 }
@@ -63,6 +77,12 @@ struct QueueRef {
     tx: mpsc::Sender<Msg>,
     rescan: Arc<AtomicBool>,
     wake: Arc<Notify>,
+    /// The lease epoch it dispatches under (cluster mode).
+    epoch: Option<i64>,
+    /// Its attempts in flight.
+    attempts: Arc<AtomicUsize>,
+    /// Stops it from starting attempts (handed to another node).
+    halt: Arc<AtomicBool>,
 }
 
 /// The dispatch engine. Cheap to clone; all clones drive the same actors.
@@ -74,6 +94,7 @@ pub struct Engine {
 struct Inner {
     shared: Arc<Shared>,
     queues: Mutex<HashMap<String, QueueRef>>,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Engine {
@@ -83,6 +104,37 @@ impl Engine {
         timer: Arc<dyn Timer>,
         tokens: Arc<TokenSource>,
         cfg: EngineConfig,
+    ) -> Result<Engine, StoreError> {
+        let engine = Engine::new(store.clone(), timer, tokens, cfg, None)?;
+        for q in store.list_all_queues().await? {
+            engine.ensure_queue(&q, None);
+        }
+        Ok(engine)
+    }
+
+    /// Starts the engine in cluster mode: it dispatches the queues `cluster` hands it (see the
+    /// module docs). Fails when the cluster's events were already taken.
+    pub fn start_cluster(
+        store: Arc<dyn Store>,
+        timer: Arc<dyn Timer>,
+        tokens: Arc<TokenSource>,
+        cfg: EngineConfig,
+        cluster: Arc<dyn Cluster>,
+    ) -> Result<Engine, StoreError> {
+        let events = cluster
+            .take_events()
+            .ok_or_else(|| StoreError::Internal("the cluster's events are taken".into()))?;
+        let engine = Engine::new(store, timer, tokens, cfg, Some(cluster))?;
+        tokio::spawn(engine.clone().cluster_events(events));
+        Ok(engine)
+    }
+
+    fn new(
+        store: Arc<dyn Store>,
+        timer: Arc<dyn Timer>,
+        tokens: Arc<TokenSource>,
+        cfg: EngineConfig,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> Result<Engine, StoreError> {
         let client = crate::attempt::http_client()
             .map_err(|e| StoreError::Internal(format!("cannot build the HTTP client: {e}")))?;
@@ -98,24 +150,140 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             drained: Notify::new(),
         });
-        let engine = Engine {
+        Ok(Engine {
             inner: Arc::new(Inner {
                 shared,
                 queues: Mutex::new(HashMap::new()),
+                cluster,
             }),
-        };
-        for q in store.list_all_queues().await? {
-            engine.ensure_queue(&q);
+        })
+    }
+
+    /// Cluster mode: follows the lease manager and the other nodes' changes.
+    async fn cluster_events(self, mut events: mpsc::Receiver<ClusterEvent>) {
+        let mut safety = tokio::time::interval(self.inner.shared.cfg.safety_scan);
+        safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+                _ = safety.tick() => ClusterEvent::Resync,
+            };
+            if self.inner.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            match event {
+                ClusterEvent::Owned(owned) => self.take_owned(owned).await,
+                ClusterEvent::TasksCreated { queue, rows } => self.tell(&queue, Msg::Fetch(rows)),
+                ClusterEvent::TasksDeleted { queue, ids } => self.tell(&queue, Msg::Deleted(ids)),
+                ClusterEvent::QueueChanged { queue } => {
+                    if !self.queues().contains_key(&queue) {
+                        continue;
+                    }
+                    let Some(path) = QueuePath::try_parse(&queue) else {
+                        continue;
+                    };
+                    match self.inner.shared.store.get_queue(&path).await {
+                        Ok(q) => self.tell(&queue, Msg::Config(Box::new(q))),
+                        Err(StoreError::QueueNotFound) => self.drop_queue(&queue),
+                        Err(e) => {
+                            tracing::warn!(%queue, error = %e, "cannot reload a changed queue; rescanning");
+                            self.rescan(&queue);
+                        }
+                    }
+                }
+                ClusterEvent::QueueDeleted { queue } => self.drop_queue(&queue),
+                ClusterEvent::Resync => {
+                    let names: Vec<String> = self.queues().keys().cloned().collect();
+                    for q in names {
+                        self.rescan(&q);
+                    }
+                }
+            }
         }
-        Ok(engine)
+    }
+
+    /// Starts the queues newly owned, stops those no longer owned and hands their leases back
+    /// once their attempts in flight are done.
+    async fn take_owned(&self, owned: HashMap<String, i64>) {
+        let Some(cluster) = self.inner.cluster.clone() else {
+            return;
+        };
+        let gone: Vec<(String, QueueRef)> = {
+            let mut queues = self.queues();
+            let names: Vec<String> = queues
+                .iter()
+                .filter(|(name, q)| owned.get(*name).copied() != q.epoch)
+                .map(|(name, _)| name.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| queues.remove(&n).map(|q| (n, q)))
+                .collect()
+        };
+        for (name, q) in gone {
+            q.halt.store(true, Ordering::Release);
+            q.wake.notify_one();
+            let _ = q.tx.try_send(Msg::Stop);
+            let grace = self.inner.shared.cfg.shutdown_grace;
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + grace;
+                while q.attempts.load(Ordering::Acquire) > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if let Some(epoch) = q.epoch {
+                    cluster.released(&name, epoch).await;
+                }
+            });
+        }
+        for (name, epoch) in owned {
+            if self.queues().contains_key(&name) {
+                continue;
+            }
+            let Some(path) = QueuePath::try_parse(&name) else {
+                continue;
+            };
+            match self.inner.shared.store.get_queue(&path).await {
+                Ok(q) => {
+                    tracing::info!(queue = %name, epoch, "dispatching queue");
+                    self.ensure_queue(&q, Some(epoch));
+                }
+                Err(StoreError::QueueNotFound) => {}
+                Err(e) => {
+                    // Offered again with the next ownership change or round.
+                    tracing::warn!(queue = %name, error = %e, "cannot load an owned queue");
+                }
+            }
+        }
+    }
+
+    fn rescan(&self, queue: &str) {
+        if let Some(q) = self.queues().get(queue) {
+            q.rescan.store(true, Ordering::Release);
+            q.wake.notify_one();
+        }
+    }
+
+    fn drop_queue(&self, queue: &str) {
+        if let Some(q) = self.queues().remove(queue) {
+            q.halt.store(true, Ordering::Release);
+            q.wake.notify_one();
+            let _ = q.tx.try_send(Msg::Stop);
+        }
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueRef>> {
         self.inner.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the actor of `queue` unless it runs; returns whether it was new.
-    fn ensure_queue(&self, queue: &Queue) -> bool {
+    /// Starts the actor of `queue` (dispatching under lease `epoch` in cluster mode) unless it
+    /// runs; returns whether it was new.
+    fn ensure_queue(&self, queue: &Queue, epoch: Option<i64>) -> bool {
         let Some(path) = QueuePath::try_parse(&queue.name) else {
             tracing::error!(queue = %queue.name, "stored queue has an invalid name; not dispatched");
             return false;
@@ -127,6 +295,8 @@ impl Engine {
         let (tx, rx) = mpsc::channel(self.inner.shared.cfg.channel_capacity.max(16));
         let rescan = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(Notify::new());
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let halt = Arc::new(AtomicBool::new(false));
         let actor = QueueActor::new(
             path,
             queue.clone(),
@@ -134,9 +304,22 @@ impl Engine {
             rx,
             rescan.clone(),
             wake.clone(),
+            epoch,
+            attempts.clone(),
+            halt.clone(),
         );
         tokio::spawn(actor.run());
-        queues.insert(queue.name.clone(), QueueRef { tx, rescan, wake });
+        queues.insert(
+            queue.name.clone(),
+            QueueRef {
+                tx,
+                rescan,
+                wake,
+                epoch,
+                attempts,
+                halt,
+            },
+        );
         true
     }
 
@@ -193,6 +376,7 @@ impl Engine {
     /// Stops dispatching: no new attempts start; attempts in flight get
     /// `EngineConfig::shutdown_grace` to finish and record their outcomes. Returns how many
     /// were still running when the grace period ended (they will run again after a restart).
+    /// In cluster mode the node then leaves the cluster, handing its queues over.
     pub async fn shutdown(&self) -> usize {
         let shared = &self.inner.shared;
         shared.stopping.store(true, Ordering::Release);
@@ -210,7 +394,13 @@ impl Engine {
             }
         };
         let _ = tokio::time::timeout(shared.cfg.shutdown_grace, wait).await;
-        shared.in_flight.load(Ordering::Acquire)
+        let left = shared.in_flight.load(Ordering::Acquire);
+        if let Some(cluster) = &self.inner.cluster {
+            // Dispatching has stopped: hand every queue over now rather than after the leases
+            // expire. Attempts still running past the grace may then overlap the new owner's.
+            cluster.leave().await;
+        }
+        left
     }
 }
 
@@ -229,15 +419,14 @@ impl DispatchHook for Engine {
     }
 
     fn queue_changed(&self, queue: &Queue) {
-        if !self.ensure_queue(queue) {
+        // In cluster mode a new queue waits for its lease; an owned one is reconfigured.
+        if self.inner.cluster.is_some() || !self.ensure_queue(queue, None) {
             self.tell(&queue.name, Msg::Config(Box::new(queue.clone())));
         }
     }
 
     fn queue_deleted(&self, queue: &QueuePath) {
-        if let Some(q) = self.queues().remove(&queue.to_string()) {
-            let _ = q.tx.try_send(Msg::Stop);
-        }
+        self.drop_queue(&queue.to_string());
     }
 
     async fn run_task(&self, name: &TaskPath) -> Result<Task, Status> {
@@ -256,11 +445,25 @@ impl DispatchHook for Engine {
             .queues()
             .get(&name.queue.to_string())
             .map(|q| q.tx.clone());
-        let Some(tx) = tx else {
-            return Err(Status::not_found(messages::ENTITY_NOT_FOUND));
-        };
         let mut shown = due.task.clone();
         mark_dispatched(&mut shown, call_time);
+        let Some(tx) = tx else {
+            if self.inner.cluster.is_none() {
+                return Err(Status::not_found(messages::ENTITY_NOT_FOUND));
+            }
+            // Another node owns the queue: run the attempt here (RunTask ignores the queue's
+            // limits anyway); that node's copy of the task gives way to the stored one.
+            let queue = shared
+                .store
+                .get_queue(&name.queue)
+                .await
+                .map_err(|e| match e {
+                    StoreError::QueueNotFound => Status::not_found(messages::ENTITY_NOT_FOUND),
+                    other => Status::unavailable(format!("The task store failed: {other}")),
+                })?;
+            crate::actor::run_detached(shared.clone(), due, queue, call_time);
+            return Ok(shown);
+        };
         tx.send(Msg::Run {
             task: Box::new(due),
             call_time,

@@ -143,6 +143,19 @@ impl SigningKey {
         }
     }
 
+    /// The key as PKCS#8 PEM (to share it through a store between cluster nodes).
+    pub fn to_pkcs8_pem(&self) -> Result<String, OidcError> {
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| OidcError::Encode(e.to_string()))
+    }
+
+    /// A key from PKCS#8 PEM; `origin` names where it came from in errors.
+    pub fn from_pkcs8_pem(origin: &Path, pem: &str) -> Result<Self, OidcError> {
+        Self::from_pem(origin, pem)
+    }
+
     fn from_pem(path: &Path, pem: &str) -> Result<Self, OidcError> {
         let key = PrivateKey::from_pkcs8_pem(pem).map_err(|source| OidcError::Decode {
             path: path.to_owned(),

@@ -207,6 +207,15 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
+        Harness::build(None).await
+    }
+
+    /// An engine in cluster mode, driven by `cluster`.
+    pub async fn with_cluster(cluster: Arc<dyn stratus_store::cluster::Cluster>) -> Harness {
+        Harness::build(Some(cluster)).await
+    }
+
+    async fn build(cluster: Option<Arc<dyn stratus_store::cluster::Cluster>>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
@@ -217,14 +226,24 @@ impl Harness {
             Some(key.clone()),
             Arc::new(clock.clone()),
         ));
-        let engine = Engine::start(
-            store.clone(),
-            Arc::new(clock.clone()),
-            tokens,
-            EngineConfig::default(),
-        )
-        .await
-        .unwrap();
+        let engine = match cluster {
+            None => Engine::start(
+                store.clone(),
+                Arc::new(clock.clone()),
+                tokens,
+                EngineConfig::default(),
+            )
+            .await
+            .unwrap(),
+            Some(c) => Engine::start_cluster(
+                store.clone(),
+                Arc::new(clock.clone()),
+                tokens,
+                EngineConfig::default(),
+                c,
+            )
+            .unwrap(),
+        };
         let svc = Arc::new(
             Service::new(
                 store.clone(),
