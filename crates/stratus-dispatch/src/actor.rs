@@ -130,18 +130,35 @@ pub(crate) struct QueueActor {
     fetch: Vec<i64>,
 }
 
+/// What the engine keeps of an actor to steer it without a message.
+pub(crate) struct Controls {
+    /// Set to make it rescan the store from the start.
+    pub(crate) rescan: Arc<AtomicBool>,
+    /// Wakes it up.
+    pub(crate) wake: Arc<Notify>,
+    /// Its attempts in flight.
+    pub(crate) attempts: Arc<AtomicUsize>,
+    /// Set to stop it starting attempts (handed to another node).
+    pub(crate) halt: Arc<AtomicBool>,
+}
+
 impl QueueActor {
     pub(crate) fn new(
         path: QueuePath,
         queue: Queue,
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Msg>,
-        rescan: Arc<AtomicBool>,
-        wake: Arc<Notify>,
+        controls: &Controls,
         fence: Option<i64>,
-        attempts: Arc<AtomicUsize>,
-        halt: Arc<AtomicBool>,
     ) -> Self {
+        let Controls {
+            rescan,
+            wake,
+            attempts,
+            halt,
+        } = controls;
+        let (rescan, wake, attempts, halt) =
+            (rescan.clone(), wake.clone(), attempts.clone(), halt.clone());
         let now = shared.ctx.timer.now();
         let rl = normalize_rate_limits(queue.rate_limits.as_ref());
         let (done_tx, done_rx) = mpsc::unbounded_channel();

@@ -36,7 +36,7 @@ use stratus_types::time::SECOND;
 use stratus_types::{Micros, QueuePath, Status, TaskPath, messages};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::actor::{Msg, QueueActor, Shared};
+use crate::actor::{Controls, Msg, QueueActor, Shared};
 use crate::attempt::AttemptContext;
 use crate::auth::TokenSource;
 use crate::timer::Timer;
@@ -297,16 +297,19 @@ impl Engine {
         let wake = Arc::new(Notify::new());
         let attempts = Arc::new(AtomicUsize::new(0));
         let halt = Arc::new(AtomicBool::new(false));
+        let controls = Controls {
+            rescan: rescan.clone(),
+            wake: wake.clone(),
+            attempts: attempts.clone(),
+            halt: halt.clone(),
+        };
         let actor = QueueActor::new(
             path,
             queue.clone(),
             self.inner.shared.clone(),
             rx,
-            rescan.clone(),
-            wake.clone(),
+            &controls,
             epoch,
-            attempts.clone(),
-            halt.clone(),
         );
         tokio::spawn(actor.run());
         queues.insert(
