@@ -21,7 +21,8 @@
 //! The checks live in `queues` (queue lifecycle, name reuse, upsert, listing, state), `contents`
 //! (delete, purge, IAM), `tasks` (create, deduplication and tombstones, get, list, delete),
 //! `misc` (blobs, cleanup, concurrency) and `dispatch` (the due scan, attempt outcomes, attempt
-//! history, failed tasks and re-runs, retention per state, the start-up queue list).
+//! history, failed tasks and re-runs, retention per state, the start-up queue list, live tasks
+//! by row).
 
 mod contents;
 mod dispatch;
@@ -104,6 +105,7 @@ checks!(
     dispatch::dispatch_outcome_for_a_gone_task,
     dispatch::dispatch_retention_per_state,
     dispatch::dispatch_list_all_queues,
+    dispatch::dispatch_live_tasks,
 );
 
 /// Runs one named check against `store` (which should be empty). Panics when the check fails

@@ -17,6 +17,14 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Directory of the embedded SQLite store.
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL store URL (cluster mode) instead of SQLite.
+    pub store: Option<String>,
+    /// Schema of the PostgreSQL store.
+    pub pg_schema: Option<String>,
+    /// This node's ID in a PostgreSQL cluster.
+    pub node_id: Option<String>,
+    /// How long queue leases last unrenewed (e.g. `"8s"`).
+    pub lease_timeout: Option<String>,
     /// How long a finished task blocks its name (e.g. `"1h"`, `"0s"`).
     pub task_tombstone: Option<String>,
     /// How long a deleted queue blocks its name (e.g. `"7d"`).
@@ -83,6 +91,73 @@ pub fn duration(name: &str, s: &str) -> anyhow::Result<Micros> {
         Some(v) => Ok(v),
         None => bail!("{name}: \"{s}\" is not a duration (use e.g. 30s, 10m, 1h, 7d, 0)"),
     }
+}
+
+/// A PostgreSQL store URL, checked for its scheme.
+pub fn postgres_url(s: &str) -> anyhow::Result<String> {
+    let s = s.trim();
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_string())
+    } else {
+        bail!(
+            "store: expected a PostgreSQL URL like postgres://user:password@host:5432/db (the embedded SQLite store is the default; --data-dir sets its directory)"
+        )
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A node ID: 1–64 of `[A-Za-z0-9._-]`.
+pub fn node_id(s: &str) -> anyhow::Result<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!("node_id: \"{s}\" must be 1 to 64 letters, digits, '.', '_' or '-'");
+    }
+    Ok(s.to_string())
+}
+
+/// The host name and a random suffix (so two processes on one host differ).
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(48)
+        .collect();
+    let host = if host.is_empty() { "node".into() } else { host };
+    format!("{host}-{:08x}", rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish() as u32
 }
 
 /// Parses the listen address.

@@ -24,7 +24,9 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (REST API on one port, embedded SQLite store by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
+    /// Apply pending PostgreSQL store migrations (`serve` also applies them unless --no-migrate).
+    Migrate(serve::MigrateArgs),
     /// Manage queues (like `gcloud tasks queues`).
     #[command(subcommand)]
     Queues(cli::QueuesCommand),
@@ -47,7 +49,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match args.command {
-            Command::Serve(a) => serve::run(a).await,
+            Command::Serve(a) => serve::run(*a).await,
+            Command::Migrate(a) => serve::migrate(a).await,
             Command::Queues(c) => cli::run_queues(c).await,
             Command::Tasks(c) => cli::run_tasks(c).await,
         }

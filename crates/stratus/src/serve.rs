@@ -20,6 +20,8 @@ use stratus_dispatch::engine::{Engine, EngineConfig};
 use stratus_dispatch::oidc::{self, SigningKey};
 use stratus_dispatch::timer::SystemTimer;
 use stratus_store::Store;
+use stratus_store_postgres::cluster::{ClusterOptions, DEFAULT_LEASE_TIMEOUT, PgCluster};
+use stratus_store_postgres::{PgOptions, PgStore};
 use stratus_store_sqlite::{SqliteOptions, SqliteStore};
 use stratus_types::QueuePath;
 use stratus_types::proto::tasks::{
@@ -38,6 +40,24 @@ pub struct ServeArgs {
     /// Directory of the embedded SQLite store [default: ./stratus-data].
     #[arg(long, env = "STRATUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL store instead of the embedded SQLite one (`postgres://user:password@host:port/db`):
+    /// this process runs as one node of a cluster sharing that database.
+    #[arg(long, env = "STRATUS_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Schema of the PostgreSQL store's tables [default: stratus].
+    #[arg(long, env = "STRATUS_PG_SCHEMA")]
+    pg_schema: Option<String>,
+    /// This node's ID in a PostgreSQL cluster, unique among its nodes [default: host name and a
+    /// random suffix].
+    #[arg(long, env = "STRATUS_NODE_ID")]
+    node_id: Option<String>,
+    /// How long a node's queue leases last unrenewed: the longest a dead node's queues wait for
+    /// a new owner, plus a second [default: 8s].
+    #[arg(long, env = "STRATUS_LEASE_TIMEOUT")]
+    lease_timeout: Option<String>,
+    /// Do not apply PostgreSQL migrations at start (run `stratus migrate` first).
+    #[arg(long, env = "STRATUS_NO_MIGRATE")]
+    no_migrate: bool,
     /// TOML config file (settings and declared queues).
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -148,18 +168,82 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .or(file.oidc_issuer.clone())
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
 
-    let store = SqliteStore::open(&data_dir, SqliteOptions::default())
-        .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let pg = match args.store.or(file.store.clone()) {
+        Some(url) => Some(PgChoice {
+            url: config::postgres_url(&url)?,
+            schema: args
+                .pg_schema
+                .or(file.pg_schema.clone())
+                .unwrap_or_else(|| "stratus".into()),
+            node_id: match args.node_id.or(file.node_id.clone()) {
+                Some(id) => config::node_id(&id)?,
+                None => config::default_node_id(),
+            },
+            lease_timeout: match args.lease_timeout.or(file.lease_timeout.clone()) {
+                Some(s) => {
+                    let us = config::duration("lease_timeout", &s)?;
+                    if us < 1_000_000 {
+                        anyhow::bail!("lease_timeout: must be at least 1s");
+                    }
+                    Duration::from_micros(us.unsigned_abs())
+                }
+                None => DEFAULT_LEASE_TIMEOUT,
+            },
+            migrate: !args.no_migrate,
+        }),
+        None => None,
+    };
+
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (store, key, pg_store, where_) = match &pg {
+        None => {
+            let store = SqliteStore::open(&data_dir, SqliteOptions::default()).map_err(|e| {
+                anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display())
+            })?;
+            let key_path = data_dir.join(OIDC_KEY_FILE);
+            let key = SigningKey::load_or_create(&key_path)
+                .map_err(|e| anyhow::anyhow!("OIDC signing key {}: {e}", key_path.display()))?;
+            let data_abs = std::fs::canonicalize(&data_dir).unwrap_or(data_dir.clone());
+            let store: Arc<dyn Store> = Arc::new(store);
+            (
+                store,
+                key,
+                None,
+                format!("stratus data in {} (SQLite)", data_abs.display()),
+            )
+        }
+        Some(pg) => {
+            let opts = PgOptions {
+                schema: pg.schema.clone(),
+                node_id: pg.node_id.clone(),
+                migrate: pg.migrate,
+                ..PgOptions::default()
+            };
+            let store = PgStore::connect(&pg.url, opts).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the PostgreSQL store {}: {e}",
+                    config::redact_url(&pg.url)
+                )
+            })?;
+            let key = shared_signing_key(&store).await?;
+            let where_ = format!(
+                "stratus data in PostgreSQL {} schema {} (node {}, cluster mode)",
+                config::redact_url(&pg.url),
+                pg.schema,
+                pg.node_id
+            );
+            (
+                Arc::new(store.clone()) as Arc<dyn Store>,
+                key,
+                Some(store),
+                where_,
+            )
+        }
+    };
+    let key = Arc::new(key);
     let plain = Service::new(store.clone(), clock.clone(), cfg.clone());
     apply_declared_queues(&plain, &file.queues).await?;
 
-    let key_path = data_dir.join(OIDC_KEY_FILE);
-    let key = Arc::new(
-        SigningKey::load_or_create(&key_path)
-            .map_err(|e| anyhow::anyhow!("OIDC signing key {}: {e}", key_path.display()))?,
-    );
     let mut auth = AuthConfig::new(issuer.clone());
     auth.oauth = oauth;
     let tokens = Arc::new(TokenSource::new(auth, Some(key.clone()), clock.clone()));
@@ -167,9 +251,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("--no-dispatch: tasks are stored but never dispatched");
         (None, Arc::new(plain))
     } else {
-        let engine = Engine::start(store.clone(), Arc::new(SystemTimer), tokens, engine_cfg)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot start the dispatcher: {e}"))?;
+        let engine = match (&pg, pg_store) {
+            (Some(pg), Some(pg_store)) => {
+                let cluster = PgCluster::start(
+                    pg_store,
+                    &pg.url,
+                    ClusterOptions::with_lease_timeout(pg.lease_timeout),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
+                Engine::start_cluster(
+                    store.clone(),
+                    Arc::new(SystemTimer),
+                    tokens,
+                    engine_cfg,
+                    cluster,
+                )
+            }
+            _ => Engine::start(store.clone(), Arc::new(SystemTimer), tokens, engine_cfg).await,
+        }
+        .map_err(|e| anyhow::anyhow!("cannot start the dispatcher: {e}"))?;
         let service = Arc::new(plain.with_dispatch(Arc::new(engine.clone())));
         (Some(engine), service)
     };
@@ -178,7 +279,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let data_abs = std::fs::canonicalize(&data_dir).unwrap_or(data_dir.clone());
     let grpc = if tls.is_some() {
         "gRPC over TLS"
     } else {
@@ -187,8 +287,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "stratus listening on {scheme}://{local} (Cloud Tasks v2: REST under /v2/ and {grpc} on the same port)"
     );
-    println!("stratus data in {} (SQLite)", data_abs.display());
-    tracing::info!(%local, data_dir = %data_abs.display(), "serving");
+    println!("{where_}");
+    tracing::info!(%local, "serving");
 
     let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
     let app = stratus_api::rest::router(service.clone()).merge(oidc_routes(&key, &issuer));
@@ -227,6 +327,72 @@ const API_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The OIDC signing key's file in the data directory.
 const OIDC_KEY_FILE: &str = "oidc-signing-key.pem";
+
+/// The OIDC signing key's setting in a PostgreSQL store (one key for all nodes).
+const OIDC_KEY_SETTING: &str = "oidc_signing_key";
+
+/// The PostgreSQL store and cluster settings.
+struct PgChoice {
+    url: String,
+    schema: String,
+    node_id: String,
+    lease_timeout: Duration,
+    migrate: bool,
+}
+
+/// The OIDC signing key every node of a cluster shares: the stored one, or a new one stored
+/// now (when nodes start together, the first stored wins and every node uses it).
+async fn shared_signing_key(store: &PgStore) -> anyhow::Result<SigningKey> {
+    let origin = std::path::Path::new("<postgres setting oidc_signing_key>");
+    let stored = store
+        .setting(OIDC_KEY_SETTING)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the OIDC signing key: {e}"))?;
+    let pem = match stored {
+        Some(pem) => pem,
+        None => {
+            let key = SigningKey::generate()
+                .map_err(|e| anyhow::anyhow!("cannot generate the OIDC signing key: {e}"))?;
+            let pem = key
+                .to_pkcs8_pem()
+                .map_err(|e| anyhow::anyhow!("OIDC signing key: {e}"))?;
+            store
+                .init_setting(OIDC_KEY_SETTING, &pem)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot store the OIDC signing key: {e}"))?
+        }
+    };
+    SigningKey::from_pkcs8_pem(origin, &pem).map_err(|e| anyhow::anyhow!("OIDC signing key: {e}"))
+}
+
+/// Options of `stratus migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The PostgreSQL store (`postgres://user:password@host:port/db`).
+    #[arg(long, env = "STRATUS_STORE", hide_env_values = true)]
+    store: String,
+    /// Schema of the store's tables [default: stratus].
+    #[arg(long, env = "STRATUS_PG_SCHEMA", default_value = "stratus")]
+    pg_schema: String,
+}
+
+/// `stratus migrate`: applies pending PostgreSQL migrations and says what it did.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    init_logging();
+    let url = config::postgres_url(&args.store)?;
+    let (before, after) = stratus_store_postgres::migrate(&url, &args.pg_schema)
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating {}: {e}", config::redact_url(&url)))?;
+    if before == after {
+        println!("schema {} is up to date (version {after})", args.pg_schema);
+    } else {
+        println!(
+            "schema {}: migrated from version {before} to {after}",
+            args.pg_schema
+        );
+    }
+    Ok(())
+}
 
 /// `/.well-known/openid-configuration` and the JWKS, so receivers verify Stratus' OIDC tokens
 /// with standard libraries.

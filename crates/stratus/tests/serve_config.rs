@@ -163,3 +163,45 @@ fn bad_tls_files_are_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_postgres_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("STRATUS_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&["--store", "mysql://db/x"]);
+    assert!(err.contains("store: expected a PostgreSQL URL"), "{err}");
+    let err = serve(&[
+        "--store",
+        "postgres://u@127.0.0.1:1/db",
+        "--node-id",
+        "two words",
+    ]);
+    assert!(
+        err.contains("node_id") && err.contains("two words"),
+        "{err}"
+    );
+    let err = serve(&[
+        "--store",
+        "postgres://u@127.0.0.1:1/db",
+        "--lease-timeout",
+        "0s",
+    ]);
+    assert!(err.contains("lease_timeout: must be at least 1s"), "{err}");
+    // Nothing listens on port 1: a clear error naming the store (password redacted), no hang.
+    let err = serve(&["--store", "postgres://u:secret@127.0.0.1:1/db"]);
+    assert!(
+        err.contains("cannot open the PostgreSQL store postgres://u@127.0.0.1:1/db"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+}

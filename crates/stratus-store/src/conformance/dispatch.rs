@@ -1152,3 +1152,70 @@ pub(super) async fn dispatch_list_all_queues(s: &dyn Store) {
     let n = s.list_all_queues().await.expect("list_all_queues").len();
     assert_eq!(n, live.len() + 1, "a re-created queue is listed");
 }
+
+pub(super) async fn dispatch_live_tasks(s: &dyn Store) {
+    let q = qp("q");
+    make_queue(s, &q).await;
+    let a = create_due(s, &q, task_at(&q, "a", T0 + SECOND, T0), T0, W).await;
+    let b = create_due(s, &q, task(&q, "b"), T0, W).await;
+    let c = create_due(s, &q, task(&q, "c"), T0, W).await;
+    let done = create_due(s, &q, task(&q, "done"), T0, W).await;
+    let other = qp("other");
+    make_queue(s, &other).await;
+    let x = create_due(s, &other, task(&other, "x"), T0, W).await;
+    assert!(
+        a.row < b.row && b.row < c.row,
+        "rows grow in creation order"
+    );
+    assert_eq!(
+        s.live_tasks(&q, &[b.row, a.row]).await,
+        Ok(vec![a.clone(), b.clone()]),
+        "live tasks read back as created, in row order"
+    );
+    s.delete_tasks(&q, vec!["c".into()], T0)
+        .await
+        .expect("delete_tasks");
+    let r = record(s, outcome(done.row, T0, Some(200), &retry(-1)), T0 + SECOND).await;
+    assert_eq!(r.decision, Decision::Succeeded);
+    assert_eq!(
+        s.live_tasks(
+            &q,
+            &[c.row, done.row, b.row, x.row, i64::MAX - 3, a.row, b.row]
+        )
+        .await,
+        Ok(vec![a.clone(), b.clone()]),
+        "deleted and finished tasks, other queues' rows, unknown rows and repeats are left out"
+    );
+    let retried = record(
+        s,
+        outcome(a.row, T0 + SECOND, Some(503), &retry(-1)),
+        T0 + 2 * SECOND,
+    )
+    .await;
+    assert_eq!(
+        s.live_tasks(&q, &[a.row]).await,
+        Ok(vec![retried.task]),
+        "a retried task reads as stored now"
+    );
+    assert_eq!(
+        s.live_tasks(&q, &[]).await,
+        Ok(Vec::new()),
+        "no rows asked for"
+    );
+    assert_eq!(
+        s.live_tasks(&other, &[x.row]).await,
+        Ok(vec![x.clone()]),
+        "the other queue's own row"
+    );
+    assert_eq!(
+        s.live_tasks(&qp("missing"), &[a.row]).await,
+        Err(StoreError::QueueNotFound),
+        "missing queue"
+    );
+    s.delete_queue(&other, T0).await.expect("delete_queue");
+    assert_eq!(
+        s.live_tasks(&other, &[x.row]).await,
+        Err(StoreError::QueueNotFound),
+        "deleted queue"
+    );
+}
