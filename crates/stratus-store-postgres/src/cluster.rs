@@ -95,6 +95,13 @@ pub struct PgCluster {
     held: tokio::sync::Mutex<HashMap<i64, Held>>,
     wake: Notify,
     stop: Notify,
+    /// The lease manager's own connection (not the pool's): its statements are bounded by
+    /// `statement_timeout` and `lock_timeout`, and it is dropped when a round times out, so a
+    /// stuck statement never outlives its round holding lease locks.
+    conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    conn_config: tokio_postgres::Config,
+    /// Set by [`Cluster::leave`]: no more rounds, no more events.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PgCluster {
@@ -129,6 +136,19 @@ impl PgCluster {
             stratus_store::StoreError::Internal(format!("invalid PostgreSQL URL: {e}"))
         })?;
         let (events_tx, events_rx) = mpsc::channel(4_096);
+        let mut conn_config = config.clone();
+        let bound = (opts.lease_timeout / 4).as_millis().max(100);
+        let extra = format!(
+            "-c search_path={} -c statement_timeout={bound} -c lock_timeout={bound}",
+            store.schema()
+        );
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {extra}"),
+            _ => extra,
+        };
+        conn_config
+            .options(&options)
+            .connect_timeout(Duration::from_secs(5));
         let cluster = Arc::new(PgCluster {
             store,
             opts,
@@ -137,6 +157,9 @@ impl PgCluster {
             held: tokio::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: Notify::new(),
+            conn: tokio::sync::Mutex::new(None),
+            conn_config,
+            stopped: std::sync::atomic::AtomicBool::new(false),
         });
         cluster.heartbeat().await?;
         tokio::spawn(cluster.clone().manage());
@@ -149,12 +172,24 @@ impl PgCluster {
         &self.opts
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
-        self.store
-            .pool()
-            .get()
-            .await
-            .map_err(|e| format!("no database connection: {e}"))
+    /// The lease manager's connection, made (again) when missing or closed.
+    async fn client(
+        &self,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>, String> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, connection) = self
+                .conn_config
+                .connect(NoTls)
+                .await
+                .map_err(|e| crate::error::pg(e).to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            *guard = Some(client);
+        }
+        tokio::sync::MutexGuard::try_map(guard, Option::as_mut)
+            .map_err(|_| "no database connection".to_string())
     }
 
     async fn heartbeat(&self) -> Result<(), stratus_store::StoreError> {
@@ -168,7 +203,7 @@ impl PgCluster {
             &[&self.store.node_id()],
         )
         .await
-        .map_err(|e| stratus_store::StoreError::Unavailable(e.to_string()))?;
+        .map_err(crate::error::pg)?;
         Ok(())
     }
 
@@ -176,15 +211,25 @@ impl PgCluster {
         let mut last_ok = Instant::now();
         let mut offered: Option<HashMap<String, i64>> = None;
         loop {
+            if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             let started = Instant::now();
             match tokio::time::timeout(self.opts.lease_timeout / 2, self.round()).await {
                 Ok(Ok(())) => last_ok = started,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cluster round failed; leases kept until they would expire")
                 }
-                Err(_) => tracing::warn!("cluster round timed out"),
+                Err(_) => {
+                    tracing::warn!("cluster round timed out");
+                    // Its statement may still run: drop the connection rather than reuse it.
+                    *self.conn.lock().await = None;
+                }
             }
             let mut held = self.held.lock().await;
+            if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             if started.duration_since(last_ok) + self.opts.tick >= self.opts.lease_timeout
                 && !held.is_empty()
             {
@@ -224,7 +269,7 @@ impl PgCluster {
         let c = self.client().await?;
         let me = self.store.node_id();
         let ttl = self.opts.lease_timeout.as_secs_f64();
-        let db = |e: tokio_postgres::Error| e.to_string();
+        let db = |e: tokio_postgres::Error| crate::error::pg(e).to_string();
         c.execute(
             "INSERT INTO nodes (id) VALUES ($1)
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
@@ -243,14 +288,23 @@ impl PgCluster {
         .map_err(db)?;
 
         let mut held = self.held.lock().await;
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         // Renew.
         let (ids, epochs): (Vec<i64>, Vec<i64>) = held.iter().map(|(q, h)| (*q, h.epoch)).unzip();
         if !ids.is_empty() {
             let rows = c
                 .query(
+                    // Rows are locked in queue_id order, the order the writer's fenced
+                    // outcomes lock them in (`FOR SHARE`), so the two never deadlock.
                     "UPDATE leases l SET expires_at = now() + make_interval(secs => $2)
-                     FROM unnest($3::bigint[], $4::bigint[]) AS h(q, e)
-                     WHERE l.queue_id = h.q AND l.epoch = h.e AND l.node_id = $1
+                     FROM (SELECT m.queue_id FROM leases m
+                           JOIN unnest($3::bigint[], $4::bigint[]) AS h(q, e)
+                             ON m.queue_id = h.q AND m.epoch = h.e
+                           WHERE m.node_id = $1
+                           ORDER BY m.queue_id FOR UPDATE OF m) f
+                     WHERE l.queue_id = f.queue_id
                      RETURNING l.queue_id",
                     &[&me, &ttl, &ids, &epochs],
                 )
@@ -482,7 +536,7 @@ impl Cluster for PgCluster {
                 &[&id, &self.store.node_id(), &epoch],
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error::pg(e).to_string())
         };
         match r.await {
             Ok(_) => tracing::info!(%queue, epoch, "queue lease released"),
@@ -492,24 +546,27 @@ impl Cluster for PgCluster {
     }
 
     async fn leave(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         self.stop.notify_waiters();
+        // Taken after any round in progress: no round runs after this one.
         let mut held = self.held.lock().await;
         held.clear();
         drop(held);
+        let db = |e: tokio_postgres::Error| crate::error::pg(e).to_string();
         let r = async {
             let c = self.client().await?;
-            c.batch_execute("SELECT 1")
-                .await
-                .map_err(|e| e.to_string())?;
             c.execute(
-                "UPDATE leases SET node_id = NULL, expires_at = '-infinity' WHERE node_id = $1",
+                "UPDATE leases SET node_id = NULL, expires_at = '-infinity'
+                 WHERE queue_id IN (SELECT queue_id FROM leases WHERE node_id = $1
+                                    ORDER BY queue_id FOR UPDATE)",
                 &[&self.store.node_id()],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(db)?;
             c.execute("DELETE FROM nodes WHERE id = $1", &[&self.store.node_id()])
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(db)
         };
         match tokio::time::timeout(Duration::from_secs(5), r).await {
             Ok(Ok(_)) => tracing::info!("left the cluster; queue leases released"),
