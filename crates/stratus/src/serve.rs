@@ -417,9 +417,13 @@ fn oidc_routes(key: &SigningKey, issuer: &str) -> axum::Router {
         )
 }
 
+/// The log filter without `STRATUS_LOG`. The pool's own warning for every broken connection
+/// it drops after a database restart is left out: the store reports the outage itself.
+const DEFAULT_LOG: &str = "info,deadpool=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
