@@ -14,7 +14,7 @@ use stratus_types::time::micros_to_ts;
 use tokio_postgres::Row;
 
 use crate::error::{PgResult, decode};
-use crate::tasks::whole_seconds;
+use stratus_store::rows::whole_seconds;
 
 /// The columns [`due_row`] reads, in order (a macro so the statements below are constants).
 macro_rules! due_columns {

@@ -175,7 +175,7 @@ impl Store for PgStore {
         // Encoding happens here, on the caller's task, so the writers only run SQL.
         let prepared: Vec<_> = new
             .into_iter()
-            .map(|t| tasks::prepare(&name, t, now))
+            .map(|t| stratus_store::rows::prepare(&name, t, now))
             .collect();
         self.bounded(self.writer().create(name, prepared, now, w))
             .await

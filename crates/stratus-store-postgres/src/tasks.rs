@@ -7,14 +7,12 @@
 use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;
-use stratus_store::dispatch::{DispatchMeta, DueTask};
+use stratus_store::rows::to_task;
 use stratus_store::{StoreError, TaskCursor, TaskPage, TaskState, Windows};
 use stratus_types::Micros;
-use stratus_types::proto::prost::Message;
 use stratus_types::proto::tasks::Task;
-use stratus_types::time::{micros_to_ts, ts_to_micros};
 
-use crate::error::{PgResult, decode};
+use crate::error::PgResult;
 
 /// GetTask through `queues_name` and `tasks_name`.
 const GET: &str = "SELECT t.state, t.finished_at, t.schedule_time, t.create_time, t.proto
@@ -38,81 +36,6 @@ const CLEANUP: &str = "WITH gone AS (
          RETURNING id),
      a AS (DELETE FROM attempts WHERE task_row IN (SELECT id FROM gone))
      SELECT count(*) FROM gone";
-
-/// A task ready for insertion.
-#[derive(Debug)]
-pub(crate) struct NewTask {
-    pub(crate) task_id: String,
-    pub(crate) schedule_time: Micros,
-    pub(crate) create_time: Micros,
-    pub(crate) proto: Vec<u8>,
-    /// The task as it will read back.
-    task: Task,
-}
-
-/// Checks that `task` belongs to `queue_name` and encodes it. A missing schedule_time means
-/// `now`.
-pub(crate) fn prepare(
-    queue_name: &str,
-    mut task: Task,
-    now: Micros,
-) -> Result<NewTask, StoreError> {
-    let task_id = task
-        .name
-        .strip_prefix(queue_name)
-        .and_then(|rest| rest.strip_prefix("/tasks/"))
-        .filter(|id| !id.is_empty() && !id.contains('/'))
-        .ok_or_else(|| {
-            StoreError::Internal(format!(
-                "task name {:?} is not in queue {queue_name}",
-                task.name
-            ))
-        })?
-        .to_string();
-    let schedule_time = task.schedule_time.as_ref().map_or(now, ts_to_micros);
-    // The column keeps the create instant at µs precision (PurgeQueue compares against it);
-    // the API shows it truncated to whole seconds, as Cloud Tasks does.
-    let create_time = now;
-    task.schedule_time = Some(micros_to_ts(schedule_time));
-    task.create_time = Some(micros_to_ts(whole_seconds(create_time)));
-    let proto = task.encode_to_vec();
-    Ok(NewTask {
-        task_id,
-        schedule_time,
-        create_time,
-        proto,
-        task,
-    })
-}
-
-impl NewTask {
-    /// The created task, stored as `row`.
-    pub(crate) fn into_due(self, row: i64) -> DueTask {
-        DueTask {
-            row,
-            task: self.task,
-            schedule_time: self.schedule_time,
-            create_time: self.create_time,
-            meta: DispatchMeta::default(),
-        }
-    }
-}
-
-/// Decodes a stored task and lays the time columns over it.
-pub(crate) fn to_task(
-    proto: &[u8],
-    schedule_time: Micros,
-    create_time: Micros,
-) -> Result<Task, StoreError> {
-    let mut t = Task::decode(proto).map_err(|e| decode("task", e))?;
-    t.schedule_time = Some(micros_to_ts(schedule_time));
-    t.create_time = Some(micros_to_ts(whole_seconds(create_time)));
-    Ok(t)
-}
-
-pub(crate) fn whole_seconds(us: Micros) -> Micros {
-    us - us.rem_euclid(stratus_types::time::SECOND)
-}
 
 /// Whether a finished row still blocks its name at `now`.
 pub(crate) fn blocks(finished_at: Option<Micros>, now: Micros, w: Windows) -> bool {

@@ -44,7 +44,7 @@ use self::creates::Creates;
 use self::outcomes::{Outcomes, attempt_rows, fenced_rows};
 use crate::dispatch::due_columns;
 use crate::error::{self, is_race, pg};
-use crate::tasks::NewTask;
+use stratus_store::rows::NewTask;
 
 /// How often a batch that lost a deadlock or serialization race is run again.
 pub const RACE_RETRIES: usize = 3;

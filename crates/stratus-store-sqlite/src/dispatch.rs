@@ -9,6 +9,7 @@ use stratus_store::dispatch::{
     AttemptOutcome, AttemptRecord, Decision, DispatchMeta, DueTask, Recorded, TaskRecord,
     apply_attempt, reset_for_rerun,
 };
+use stratus_store::rows::whole_seconds;
 use stratus_store::{StoreError, TaskCursor, TaskState};
 use stratus_types::Micros;
 use stratus_types::proto::prost::Message;
@@ -74,10 +75,6 @@ pub(crate) fn all_queues(conn: &Connection) -> Result<Vec<Queue>, StoreError> {
         out.push(q);
     }
     Ok(out)
-}
-
-fn whole_seconds(us: Micros) -> Micros {
-    us - us.rem_euclid(stratus_types::time::SECOND)
 }
 
 fn due_row(r: &Row<'_>) -> Result<DueTask, StoreError> {

@@ -94,7 +94,7 @@ impl Store for SqliteStore {
         let name = queue.to_string();
         let prepared: Vec<_> = new
             .into_iter()
-            .map(|t| tasks::prepare(&name, t, now))
+            .map(|t| stratus_store::rows::prepare(&name, t, now))
             .collect();
         // No savepoint: the closure reports duplicates per item in `Ok` and fails only on a
         // storage error (which rolls back its whole batch).

@@ -6,14 +6,13 @@
 //! what queries order and filter by) and are laid over the decoded proto on every read.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use stratus_store::dispatch::{DispatchMeta, DueTask};
+use stratus_store::dispatch::DueTask;
+use stratus_store::rows::{NewTask, to_task};
 use stratus_store::{StoreError, TaskCursor, TaskPage, TaskState, Windows};
 use stratus_types::Micros;
-use stratus_types::proto::prost::Message;
 use stratus_types::proto::tasks::Task;
-use stratus_types::time::{micros_to_ts, ts_to_micros};
 
-use crate::error::{SqlResult, decode};
+use crate::error::SqlResult;
 
 /// Create: appends to the table plus one entry in `tasks_name` and one in `tasks_due`.
 pub(crate) const INSERT: &str =
@@ -33,74 +32,6 @@ pub(crate) const DELETE: &str = "UPDATE tasks SET state = 4, finished_at = ?3 WH
 /// Cleanup: a bounded range of `tasks_finished` for one state.
 pub(crate) const CLEANUP: &str = "DELETE FROM tasks WHERE id IN
      (SELECT id FROM tasks WHERE state = ?3 AND finished_at IS NOT NULL AND finished_at <= ?1 LIMIT ?2)";
-
-/// A task ready for insertion, prepared (and encoded) on the caller's task so the writer thread
-/// only runs SQL.
-pub(crate) struct NewTask {
-    task_id: String,
-    schedule_time: Micros,
-    create_time: Micros,
-    proto: Vec<u8>,
-    /// The task as it will read back.
-    task: Task,
-}
-
-/// Checks that `task` belongs to `queue_name` and encodes it. Missing times default to `now`.
-pub(crate) fn prepare(
-    queue_name: &str,
-    mut task: Task,
-    now: Micros,
-) -> Result<NewTask, StoreError> {
-    let task_id = task
-        .name
-        .strip_prefix(queue_name)
-        .and_then(|rest| rest.strip_prefix("/tasks/"))
-        .filter(|id| !id.is_empty() && !id.contains('/'))
-        .ok_or_else(|| {
-            StoreError::Internal(format!(
-                "task name {:?} is not in queue {queue_name}",
-                task.name
-            ))
-        })?
-        .to_string();
-    let schedule_time = task.schedule_time.as_ref().map_or(now, ts_to_micros);
-    // The column keeps the create instant at µs precision (PurgeQueue compares against it);
-    // the API shows it truncated to whole seconds, as Cloud Tasks does.
-    let create_time = now;
-    task.schedule_time = Some(micros_to_ts(schedule_time));
-    task.create_time = Some(micros_to_ts(whole_seconds(create_time)));
-    let proto = task.encode_to_vec();
-    Ok(NewTask {
-        task_id,
-        schedule_time,
-        create_time,
-        proto,
-        task,
-    })
-}
-
-impl NewTask {
-    fn into_due(self, row: i64) -> DueTask {
-        DueTask {
-            row,
-            task: self.task,
-            schedule_time: self.schedule_time,
-            create_time: self.create_time,
-            meta: DispatchMeta::default(),
-        }
-    }
-}
-
-fn to_task(proto: &[u8], schedule_time: Micros, create_time: Micros) -> Result<Task, StoreError> {
-    let mut t = Task::decode(proto).map_err(|e| decode("task", e))?;
-    t.schedule_time = Some(micros_to_ts(schedule_time));
-    t.create_time = Some(micros_to_ts(whole_seconds(create_time)));
-    Ok(t)
-}
-
-fn whole_seconds(us: Micros) -> Micros {
-    us - us.rem_euclid(stratus_types::time::SECOND)
-}
 
 /// Whether a finished row still blocks its name at `now`.
 fn blocks(finished_at: Option<Micros>, now: Micros, w: Windows) -> bool {
@@ -289,6 +220,9 @@ pub(crate) fn cleanup_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stratus_store::rows::prepare;
+    use stratus_types::proto::tasks::Task;
+    use stratus_types::time::micros_to_ts;
 
     const W: Windows = Windows {
         tombstone_ttl: 0,

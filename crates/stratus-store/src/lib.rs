@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod conformance;
 pub mod dispatch;
 pub mod hook;
+pub mod rows;
 
 use async_trait::async_trait;
 use stratus_types::proto::google::iam::v1::Policy;

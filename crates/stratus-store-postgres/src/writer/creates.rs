@@ -9,7 +9,8 @@ use stratus_types::Micros;
 use tokio_postgres::Row;
 
 use super::{Failure, Job};
-use crate::tasks::{NewTask, blocks};
+use crate::tasks::blocks;
+use stratus_store::rows::NewTask;
 
 /// Conflict-resolution rounds of one create batch before the remaining names give up.
 const MAX_ROUNDS: usize = 8;
