@@ -77,6 +77,10 @@ impl Default for ClusterOptions {
 /// The default lease timeout.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// Registers this node or renews its heartbeat.
+const HEARTBEAT: &str = "INSERT INTO nodes (id) VALUES ($1)
+     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()";
+
 /// A lease this node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
@@ -197,13 +201,9 @@ impl PgCluster {
             .client()
             .await
             .map_err(stratus_store::StoreError::Unavailable)?;
-        c.execute(
-            "INSERT INTO nodes (id) VALUES ($1)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
-            &[&self.store.node_id()],
-        )
-        .await
-        .map_err(crate::error::pg)?;
+        c.execute(HEARTBEAT, &[&self.store.node_id()])
+            .await
+            .map_err(crate::error::pg)?;
         Ok(())
     }
 
@@ -270,13 +270,7 @@ impl PgCluster {
         let me = self.store.node_id();
         let ttl = self.opts.lease_timeout.as_secs_f64();
         let db = |e: tokio_postgres::Error| crate::error::pg(e).to_string();
-        c.execute(
-            "INSERT INTO nodes (id) VALUES ($1)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
-            &[&me],
-        )
-        .await
-        .map_err(db)?;
+        c.execute(HEARTBEAT, &[&me]).await.map_err(db)?;
         c.batch_execute(
             "INSERT INTO leases (queue_id)
                  SELECT id FROM queues WHERE deleted_at IS NULL

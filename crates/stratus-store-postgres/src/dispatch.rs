@@ -9,12 +9,10 @@ use stratus_store::dispatch::{AttemptRecord, DispatchMeta, DueTask, TaskRecord, 
 use stratus_store::{StoreError, TaskCursor, TaskState};
 use stratus_types::Micros;
 use stratus_types::proto::prost::Message;
-use stratus_types::proto::tasks::Task;
-use stratus_types::time::micros_to_ts;
 use tokio_postgres::Row;
 
-use crate::error::{PgResult, decode};
-use stratus_store::rows::whole_seconds;
+use crate::error::PgResult;
+use stratus_store::rows::to_task;
 
 /// The columns [`due_row`] reads, in order (a macro so the statements below are constants).
 macro_rules! due_columns {
@@ -91,9 +89,7 @@ pub(crate) fn due_row(r: &Row) -> Result<DueTask, StoreError> {
     let proto: &[u8] = r.try_get(3).db()?;
     let execution_count: i32 = r.try_get(4).db()?;
     let prev: Option<i32> = r.try_get(5).db()?;
-    let mut task = Task::decode(proto).map_err(|e| decode("task", e))?;
-    task.schedule_time = Some(micros_to_ts(schedule_time));
-    task.create_time = Some(micros_to_ts(whole_seconds(create_time)));
+    let task = to_task(proto, schedule_time, create_time)?;
     Ok(DueTask {
         row,
         task,

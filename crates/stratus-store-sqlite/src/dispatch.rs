@@ -9,11 +9,11 @@ use stratus_store::dispatch::{
     AttemptOutcome, AttemptRecord, Decision, DispatchMeta, DueTask, Recorded, TaskRecord,
     apply_attempt, reset_for_rerun,
 };
-use stratus_store::rows::whole_seconds;
+use stratus_store::rows::to_task;
 use stratus_store::{StoreError, TaskCursor, TaskState};
 use stratus_types::Micros;
 use stratus_types::proto::prost::Message;
-use stratus_types::proto::tasks::{Queue, Task};
+use stratus_types::proto::tasks::Queue;
 use stratus_types::time::micros_to_ts;
 
 use crate::error::{SqlResult, decode};
@@ -84,9 +84,7 @@ fn due_row(r: &Row<'_>) -> Result<DueTask, StoreError> {
     let proto: Vec<u8> = r.get(3).db()?;
     let execution_count: i32 = r.get(4).db()?;
     let prev: Option<i64> = r.get(5).db()?;
-    let mut task = Task::decode(proto.as_slice()).map_err(|e| decode("task", e))?;
-    task.schedule_time = Some(micros_to_ts(schedule_time));
-    task.create_time = Some(micros_to_ts(whole_seconds(create_time)));
+    let task = to_task(proto.as_slice(), schedule_time, create_time)?;
     Ok(DueTask {
         row,
         task,
