@@ -20,6 +20,11 @@ pub struct ServiceConfig {
     pub max_request_bytes: usize,
     /// How long finished Operations (batch RPCs) stay readable. Default 1 day.
     pub operation_ttl: Micros,
+    /// Where tasks may be sent (docs/outbound.md): task URLs and queue `uri_override` hosts
+    /// that are IP literals in a denied range, or outside their project's allow-list, are
+    /// refused at create. Shared with the dispatcher, which checks every connection. Default:
+    /// the built-in policy (link-local, metadata and unspecified ranges denied, no allow-lists).
+    pub targets: std::sync::Arc<stratus_types::target::TargetPolicy>,
 }
 
 impl Default for ServiceConfig {
@@ -36,6 +41,7 @@ impl Default for ServiceConfig {
             max_schedule_ahead: 30 * 24 * 3600 * SECOND,
             max_request_bytes: 4 << 20,
             operation_ttl: 24 * 3600 * SECOND,
+            targets: Default::default(),
         }
     }
 }

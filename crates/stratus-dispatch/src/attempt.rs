@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stratus_store::dispatch::{AttemptOutcome, DueTask};
-use stratus_types::Micros;
 use stratus_types::proto::tasks::{Queue, RetryConfig};
 use stratus_types::queue::normalize_retry_config;
 use stratus_types::time::{Clock, SECOND, duration_to_micros};
+use stratus_types::{Micros, QueuePath};
 
 use crate::auth::TokenSource;
+use crate::origin::OriginRules;
+use crate::outbound::{Outbound, Refused};
 use crate::request::{self, AttemptInfo};
 use crate::timer::Timer;
 
@@ -25,17 +27,16 @@ pub const DEFAULT_DEADLINE: Micros = 600 * SECOND;
 /// How much of a response body is read (and discarded) so the connection can be reused.
 const MAX_BODY_DRAIN: usize = 64 * 1024;
 
-/// The shared HTTP client of all attempts: keep-alive pooling (idle connections kept 90 s, as
-/// many per host as there were attempts in flight, so a queue with thousands of concurrent
-/// dispatches does not reconnect), HTTP/2 where a TLS target offers it through ALPN, up to 10
-/// redirects followed.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// The settings every dispatch client shares: keep-alive pooling (idle connections kept 90 s,
+/// as many per host as there were attempts in flight, so a queue with thousands of concurrent
+/// dispatches does not reconnect), HTTP/2 where a TLS target offers it through ALPN.
+/// [`Outbound`] adds the target checks: its DNS resolver and a redirect policy following up to
+/// 10 hops, each re-checked.
+pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(10))
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(30))
-        .build()
 }
 
 /// The retry config an attempt's outcome is judged by: the task's when set, else the queue's.
@@ -48,12 +49,14 @@ pub fn retry_config(task: &DueTask, queue: &Queue) -> RetryConfig {
 
 /// What one attempt needs besides the task.
 pub struct AttemptContext {
-    /// The HTTP client.
-    pub client: reqwest::Client,
+    /// The HTTP clients, which refuse targets the outbound policy denies.
+    pub outbound: Outbound,
     /// Bearer tokens for OIDC/OAuth tasks.
     pub tokens: Arc<TokenSource>,
     /// The engine's time.
     pub timer: Arc<dyn Timer>,
+    /// Proof-of-origin headers added to each attempt (shared secret, HMAC signature).
+    pub origin: Arc<OriginRules>,
 }
 
 /// Sends one attempt of `task` and returns its outcome (not yet recorded). `anchor` is what
@@ -89,12 +92,24 @@ pub async fn run(
         fence: None,
     };
     let sent = async {
-        let req = request::build(&task.task, queue, &info).map_err(|e| e.to_string())?;
+        let mut req = request::build(&task.task, queue, &info).map_err(|e| e.to_string())?;
+        // Signed at the send time of this attempt: every retry carries a fresh timestamp.
+        ctx.origin
+            .apply(&queue.name, &mut req, dispatch_time.div_euclid(SECOND));
+        // A literal host is connected to without resolving: check it before a token is minted
+        // or anything is sent.
+        let project = QueuePath::try_parse(&queue.name)
+            .map(|q| q.location.project)
+            .unwrap_or_default();
+        ctx.outbound
+            .check_url(&project, &req.url)
+            .map_err(|e| e.to_string())?;
         let bearer = match &req.auth {
             Some(a) => ctx.tokens.bearer(a).await.map_err(|e| e.to_string())?,
             None => None,
         };
-        send(&ctx.client, req, bearer).await
+        let signed = ctx.origin.rule_for(&queue.name).is_some();
+        send(ctx.outbound.client(&project, signed), req, bearer).await
     };
     tokio::select! {
         r = sent => match r {
@@ -157,6 +172,10 @@ async fn send(
 
 fn describe(e: reqwest::Error) -> String {
     use std::error::Error as _;
+    // A refusal by the outbound policy (resolver or redirect) is the whole story.
+    if let Some(r) = Refused::find(&e) {
+        return r.to_string();
+    }
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

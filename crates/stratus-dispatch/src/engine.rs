@@ -39,6 +39,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::actor::{Controls, Msg, QueueActor, Shared};
 use crate::attempt::AttemptContext;
 use crate::auth::TokenSource;
+use crate::origin::OriginRules;
 use crate::timer::Timer;
 
 /// Settings of the engine.
@@ -57,6 +58,14 @@ pub struct EngineConfig {
     /// Cluster mode: how often every owned queue rescans the store, the safety net under
     /// the notifications of other nodes.
     pub safety_scan: Duration,
+    /// Where tasks may be sent (docs/outbound.md): every connection, redirect hop and resolved
+    /// address is checked; a refused attempt fails without a response and is retried like
+    /// any failed attempt. Default: the built-in policy (link-local, metadata and unspecified
+    /// ranges denied, no allow-lists).
+    pub targets: Arc<stratus_types::target::TargetPolicy>,
+    /// Proof-of-origin rules: which queues' attempts carry a shared-secret header and an HMAC
+    /// signature for their receivers to check. Default: no rules (OIDC/OAuth tokens only).
+    pub origin: Arc<OriginRules>,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +77,8 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(10),
             store_retry_delay: SECOND,
             safety_scan: Duration::from_secs(10),
+            targets: Default::default(),
+            origin: Arc::new(OriginRules::default()),
         }
     }
 }
@@ -136,14 +147,15 @@ impl Engine {
         cfg: EngineConfig,
         cluster: Option<Arc<dyn Cluster>>,
     ) -> Result<Engine, StoreError> {
-        let client = crate::attempt::http_client()
-            .map_err(|e| StoreError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        let outbound = crate::outbound::Outbound::new(cfg.targets.clone())
+            .map_err(|e| StoreError::Internal(format!("cannot build the HTTP clients: {e}")))?;
         let shared = Arc::new(Shared {
             store: store.clone(),
             ctx: AttemptContext {
-                client,
+                outbound,
                 tokens,
                 timer,
+                origin: cfg.origin.clone(),
             },
             cfg,
             stopping: AtomicBool::new(false),

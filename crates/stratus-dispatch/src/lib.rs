@@ -8,6 +8,10 @@
 //!   `uri_override`, headers in their layers (task, queue overrides, service headers), body.
 //! - [`auth`]: bearer tokens for OIDC (signed with Stratus' own key) and OAuth tasks.
 //! - [`oidc`]: the signing key, OIDC ID tokens and the discovery/JWKS documents.
+//! - [`outbound`]: where tasks may be sent — every connection, redirect hop and resolved
+//!   address checked against the outbound policy.
+//! - [`origin`]: proof of origin for receivers — per-queue shared-secret header and HMAC
+//!   signature.
 //! - [`timer`]: time, real or virtual (tests run minutes of retries in milliseconds).
 //!
 //! Outcomes are written through the store, whose writer group-commits them with creates
@@ -18,5 +22,7 @@ pub mod attempt;
 pub mod auth;
 pub mod engine;
 pub mod oidc;
+pub mod origin;
+pub mod outbound;
 pub mod request;
 pub mod timer;

@@ -103,12 +103,15 @@ fn method(m: i32) -> http::Method {
 }
 
 /// Headers nobody but the service sets: dropped from the task's and the queue's layers.
+/// `X-Stratus-*` is Stratus' own namespace (the receiver signature of [`crate::origin`]), so a
+/// task cannot pre-set a proof of origin.
 fn reserved(name: &str) -> bool {
     let l = name.to_ascii_lowercase();
     matches!(l.as_str(), "host" | "content-length" | "user-agent")
         || l.starts_with("x-google-")
         || l.starts_with("x-appengine-")
         || l.starts_with("x-cloudtasks-")
+        || l.starts_with("x-stratus-")
 }
 
 fn set(headers: &mut Vec<(String, String)>, name: &str, value: String) {

@@ -7,6 +7,7 @@
 //! - [`messages`]: the exact error texts the real Cloud Tasks service answers.
 //! - [`retry`]: the retry schedule (backoff, stop rules, Retry-After).
 //! - [`rate`]: the per-queue token bucket.
+//! - [`target`]: the outbound target policy (denied ranges, per-project allow-lists).
 
 pub mod code;
 pub mod messages;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod queue;
 pub mod rate;
 pub mod retry;
+pub mod target;
 pub mod time;
 
 pub use code::{Code, HelpLink, Status};

@@ -8,6 +8,7 @@ use stratus_types::proto::tasks::{
 use stratus_types::queue::{QueueFilter, normalize_queue, validate_queue};
 use stratus_types::{LocationPath, QueuePath, Status};
 
+use super::validate::check_queue_target;
 use super::{Ctx, Service, map_store, paging, required};
 
 /// Largest ListQueues page.
@@ -79,6 +80,7 @@ impl Service {
             )));
         }
         validate_queue(&queue)?;
+        check_queue_target(&queue, &name.location.project, &self.cfg.targets)?;
         strip_output_only(&mut queue);
         queue.name = name.to_string();
         let queue = normalize_queue(queue);
@@ -99,6 +101,7 @@ impl Service {
         }
         let name = QueuePath::parse(&input.name)?;
         validate_queue(&input)?;
+        check_queue_target(&input, &name.location.project, &self.cfg.targets)?;
         let paths = match &req.update_mask {
             Some(m) if !m.paths.is_empty() => m
                 .paths

@@ -7,9 +7,10 @@
 use stratus_types::proto::prost::Message;
 use stratus_types::proto::tasks::task::MessageType;
 use stratus_types::proto::tasks::{
-    AppEngineHttpRequest, HttpMethod, HttpRequest, Task, http_request,
+    AppEngineHttpRequest, HttpMethod, HttpRequest, Queue, Task, http_request,
 };
 use stratus_types::queue::{normalize_retry_config, validate_retry_config};
+use stratus_types::target::TargetPolicy;
 use stratus_types::time::{
     SECOND, duration_to_micros, micros_to_duration, micros_to_ts, ts_to_micros,
 };
@@ -85,6 +86,12 @@ pub fn prepare_task(
     match task.message_type.as_mut() {
         Some(MessageType::HttpRequest(req)) => {
             prepare_http(req)?;
+            check_target(
+                &req.url,
+                &parent.location.project,
+                &cfg.targets,
+                "task.http_request.url",
+            )?;
             let d = if deadline == 0 {
                 DEFAULT_DEADLINE
             } else {
@@ -120,6 +127,54 @@ pub fn prepare_task(
         )));
     }
     Ok(task)
+}
+
+/// Checks the host of `url` against the outbound policy for `project` (docs/outbound.md): an
+/// IP literal in a denied range, or a host outside the project's allow-list, is an
+/// INVALID_ARGUMENT naming `field`. The host is taken as the dispatcher will see it (the
+/// WHATWG URL parser, which turns `http://2852039166/` into `169.254.169.254`). Host names
+/// are resolved only at dispatch, where every address connected to is checked; a URL that
+/// does not parse is left to fail at dispatch, as the real service accepts it.
+pub fn check_target(
+    url: &str,
+    project: &str,
+    targets: &TargetPolicy,
+    field: &str,
+) -> Result<(), Status> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let checked = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => targets.check_ip(project, ip.into()),
+        Some(url::Host::Ipv6(ip)) => targets.check_ip(project, ip.into()),
+        Some(url::Host::Domain(name)) => targets.check_host(project, name),
+        None => Ok(()),
+    };
+    checked.map_err(|r| Status::invalid(format!("{field} is refused: {r}.")))
+}
+
+/// Checks a queue's `http_target.uri_override.host` against the outbound policy for the
+/// queue's project (see [`check_target`]).
+pub fn check_queue_target(
+    queue: &Queue,
+    project: &str,
+    targets: &TargetPolicy,
+) -> Result<(), Status> {
+    let host = queue
+        .http_target
+        .as_ref()
+        .and_then(|t| t.uri_override.as_ref())
+        .and_then(|u| u.host.as_deref())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(h) => check_target(
+            &format!("http://{h}/"),
+            project,
+            targets,
+            "queue.http_target.uri_override.host",
+        ),
+        None => Ok(()),
+    }
 }
 
 fn check_deadline(d: Micros, max: Micros) -> Result<(), Status> {

@@ -207,15 +207,23 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
-        Harness::build(None).await
+        Harness::build(None, EngineConfig::default()).await
+    }
+
+    /// A single-node engine with these settings.
+    pub async fn with_config(cfg: EngineConfig) -> Harness {
+        Harness::build(None, cfg).await
     }
 
     /// An engine in cluster mode, driven by `cluster`.
     pub async fn with_cluster(cluster: Arc<dyn stratus_store::cluster::Cluster>) -> Harness {
-        Harness::build(Some(cluster)).await
+        Harness::build(Some(cluster), EngineConfig::default()).await
     }
 
-    async fn build(cluster: Option<Arc<dyn stratus_store::cluster::Cluster>>) -> Harness {
+    async fn build(
+        cluster: Option<Arc<dyn stratus_store::cluster::Cluster>>,
+        cfg: EngineConfig,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
@@ -227,22 +235,13 @@ impl Harness {
             Arc::new(clock.clone()),
         ));
         let engine = match cluster {
-            None => Engine::start(
-                store.clone(),
-                Arc::new(clock.clone()),
-                tokens,
-                EngineConfig::default(),
-            )
-            .await
-            .unwrap(),
-            Some(c) => Engine::start_cluster(
-                store.clone(),
-                Arc::new(clock.clone()),
-                tokens,
-                EngineConfig::default(),
-                c,
-            )
-            .unwrap(),
+            None => Engine::start(store.clone(), Arc::new(clock.clone()), tokens, cfg)
+                .await
+                .unwrap(),
+            Some(c) => {
+                Engine::start_cluster(store.clone(), Arc::new(clock.clone()), tokens, cfg, c)
+                    .unwrap()
+            }
         };
         let svc = Arc::new(
             Service::new(
