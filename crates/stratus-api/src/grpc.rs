@@ -38,6 +38,7 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::Grpc;
 
 use crate::Service;
+use crate::auth::{Caller, Guarded, retain_held};
 
 /// The gRPC service names served, for reflection-free discovery in logs and docs.
 pub const SERVICES: [&str; 3] = [
@@ -101,8 +102,14 @@ pub async fn serve(svc: Arc<Service>, req: Request) -> Response {
         .and_then(parse_timeout)
         .map(|d| tokio::time::Instant::now() + d);
     let limit = svc.config().max_request_bytes;
+    // Authenticated before the message is read, like REST.
+    let caller = match svc.auth().authenticate(req.headers()) {
+        Ok(c) => c,
+        Err(status) => return to_tonic(&status).into_http::<Body>(),
+    };
     let call = Call {
         svc,
+        caller,
         deadline,
         limit,
         req,
@@ -157,9 +164,16 @@ pub async fn serve(svc: Arc<Service>, req: Request) -> Response {
                 .await
         }
         (T, "TestIamPermissions") => {
-            call.unary(
-                |s, r: TestIamPermissionsRequest| async move { s.test_iam_permissions(r).await },
-            )
+            let caller = call.caller.clone();
+            call.unary(move |s, r: TestIamPermissionsRequest| {
+                let caller = caller.clone();
+                async move {
+                    let resource = r.resource.clone();
+                    let mut out = s.test_iam_permissions(r).await?;
+                    retain_held(&caller, &resource, &mut out.permissions);
+                    Ok(out)
+                }
+            })
             .await
         }
         (T, "ListTasks") => {
@@ -228,6 +242,8 @@ fn unimplemented(path: &str) -> Response {
 /// One incoming call with what its method needs.
 struct Call {
     svc: Arc<Service>,
+    /// Who is calling; checked against the decoded request's resource.
+    caller: Caller,
     /// When the caller stops waiting (from `grpc-timeout`, taken at arrival).
     deadline: Option<tokio::time::Instant>,
     limit: usize,
@@ -239,13 +255,14 @@ impl Call {
     /// answer or the error.
     async fn unary<Req, Resp, F, Fut>(self, f: F) -> Response
     where
-        Req: Message + Default + Send + 'static,
+        Req: Message + Default + Guarded + Send + 'static,
         Resp: Message + Send + 'static,
         F: Fn(Arc<Service>, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, stratus_types::Status>> + Send + 'static,
     {
         let Call {
             svc,
+            caller,
             deadline,
             limit,
             req,
@@ -254,7 +271,9 @@ impl Call {
         let handler = tower::service_fn(move |r: tonic::Request<Req>| {
             let f = f.clone();
             let svc = svc.clone();
+            let allowed = svc.auth().allow(&caller, r.get_ref());
             async move {
+                allowed.map_err(|e| to_tonic(&e))?;
                 let exceeded = || {
                     tonic::Status::deadline_exceeded(
                         "Deadline Exceeded: the call's grpc-timeout passed.",

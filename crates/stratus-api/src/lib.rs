@@ -5,8 +5,10 @@
 //!   store outcomes to the exact Cloud Tasks errors. Transports never touch the store.
 //! - [`rest`]: the HTTP/JSON transcoding under `/v2/` (axum), proto3 JSON in and out.
 //! - [`grpc`]: the same RPCs over gRPC (tonic), routed by content-type on the REST port.
+//! - [`auth`]: API tokens, roles and projects as tenants, checked by both transports.
 //! - [`config`]: the knobs of the API ([`ServiceConfig`]).
 
+pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod rest;

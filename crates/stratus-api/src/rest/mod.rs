@@ -37,6 +37,12 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     if crate::grpc::is_grpc(req.headers()) {
         return crate::grpc::serve(svc, req).await;
     }
+    // Who is calling is settled before the body is read: a caller without a valid token costs
+    // no more than its headers.
+    let caller = match svc.auth().authenticate(req.headers()) {
+        Ok(c) => c,
+        Err(status) => return auth_error_response(&status),
+    };
     let (parts, body) = req.into_parts();
     let limit = svc.config().max_request_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -49,10 +55,39 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     };
     let query = json::Query::parse(parts.uri.query().unwrap_or(""));
     let int_enums = query.int_enums();
-    match routes::route(&svc, &parts.method, parts.uri.path(), &query, &bytes).await {
+    match routes::route(
+        &svc,
+        &caller,
+        &parts.method,
+        parts.uri.path(),
+        &query,
+        &bytes,
+    )
+    .await
+    {
         Ok(value) => json_response(StatusCode::OK, value, int_enums),
         Err(status) => error_response(&status),
     }
+}
+
+/// The error body of a refused caller, with `WWW-Authenticate` on 401 (RFC 6750) and
+/// `Retry-After` on 429.
+fn auth_error_response(status: &stratus_types::Status) -> Response {
+    let mut resp = error_response(status);
+    let h = resp.headers_mut();
+    match status.code {
+        stratus_types::Code::Unauthenticated => {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"stratus\""),
+            );
+        }
+        stratus_types::Code::ResourceExhausted => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    resp
 }
 
 pub(crate) fn json_response(

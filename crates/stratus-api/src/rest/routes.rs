@@ -22,6 +22,7 @@ use stratus_types::{Code, Status};
 
 use super::json::{Query, decode, encode, operation_json};
 use crate::Service;
+use crate::auth::{Caller, Permission, retain_held};
 
 fn not_found(method: &Method, path: &str) -> Status {
     Status::new(
@@ -67,17 +68,19 @@ fn split_path(rest: &str) -> (Vec<String>, String) {
 /// Routes one REST call and returns the response JSON.
 pub(super) async fn route(
     svc: &Service,
+    caller: &Caller,
     method: &Method,
     path: &str,
     q: &Query,
     body: &[u8],
 ) -> Result<Value, Status> {
     if let Some(rest) = path.strip_prefix(STRATUS_PREFIX) {
-        return stratus_route(svc, method, path, rest, q, body).await;
+        return stratus_route(svc, caller, method, path, rest, q, body).await;
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Err(not_found(method, path));
     };
+    let a = svc.auth();
     let (segs, verb) = split_path(rest);
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let join = |n: usize| s[..n].join("/");
@@ -91,18 +94,19 @@ pub(super) async fn route(
                 page_size: q.int("pageSize", "page_size")?,
                 page_token: q.get("pageToken", "page_token").unwrap_or("").to_string(),
             };
+            a.allow(caller, &r)?;
             Ok(encode(&svc.list_locations(r).await?))
         }
-        (["projects", _, "locations", _], "") if m == Method::GET => Ok(encode(
-            &svc.get_location(GetLocationRequest { name: join(4) })
-                .await?,
-        )),
+        (["projects", _, "locations", _], "") if m == Method::GET => {
+            let r = GetLocationRequest { name: join(4) };
+            a.allow(caller, &r)?;
+            Ok(encode(&svc.get_location(r).await?))
+        }
         (["projects", _, "locations", _, "cmekConfig"], "") => {
             if m == Method::GET {
-                Ok(encode(
-                    &svc.get_cmek_config(GetCmekConfigRequest { name: join(5) })
-                        .await?,
-                ))
+                let r = GetCmekConfigRequest { name: join(5) };
+                a.allow(caller, &r)?;
+                Ok(encode(&svc.get_cmek_config(r).await?))
             } else if m == Method::PATCH {
                 let mut cfg: CmekConfig = decode(body)?;
                 cfg.name = join(5);
@@ -110,16 +114,16 @@ pub(super) async fn route(
                     cmek_config: Some(cfg),
                     update_mask: mask(q),
                 };
+                a.allow(caller, &r)?;
                 Ok(encode(&svc.update_cmek_config(r).await?))
             } else {
                 Err(not_found(method, path))
             }
         }
         (["projects", _, "locations", _, "operations", _], "") if m == Method::GET => {
-            Ok(operation_json(
-                &svc.get_operation(GetOperationRequest { name: join(6) })
-                    .await?,
-            ))
+            let r = GetOperationRequest { name: join(6) };
+            a.allow(caller, &r)?;
+            Ok(operation_json(&svc.get_operation(r).await?))
         }
         (["projects", _, "locations", _, "queues"], "") => {
             let parent = join(4);
@@ -130,16 +134,16 @@ pub(super) async fn route(
                     page_size: q.int("pageSize", "page_size")?,
                     page_token: q.get("pageToken", "page_token").unwrap_or("").to_string(),
                 };
+                a.allow(caller, &r)?;
                 Ok(encode(&svc.list_queues(r).await?))
             } else if m == Method::POST {
+                a.check(caller, Permission::QueuesCreate, &parent)?;
                 let queue: Queue = decode(body)?;
-                Ok(encode(
-                    &svc.create_queue(CreateQueueRequest {
-                        parent,
-                        queue: Some(queue),
-                    })
-                    .await?,
-                ))
+                let r = CreateQueueRequest {
+                    parent,
+                    queue: Some(queue),
+                };
+                Ok(encode(&svc.create_queue(r).await?))
             } else {
                 Err(not_found(method, path))
             }
@@ -147,12 +151,19 @@ pub(super) async fn route(
         (["projects", _, "locations", _, "queues", _], verb) => {
             let name = join(6);
             match (verb, m) {
-                ("", Method::GET) => Ok(encode(&svc.get_queue(GetQueueRequest { name }).await?)),
+                ("", Method::GET) => {
+                    let r = GetQueueRequest { name };
+                    a.allow(caller, &r)?;
+                    Ok(encode(&svc.get_queue(r).await?))
+                }
                 ("", Method::DELETE) => {
-                    svc.delete_queue(DeleteQueueRequest { name }).await?;
+                    let r = DeleteQueueRequest { name };
+                    a.allow(caller, &r)?;
+                    svc.delete_queue(r).await?;
                     Ok(json!({}))
                 }
                 ("", Method::PATCH) => {
+                    a.check(caller, Permission::QueuesUpdate, &name)?;
                     let mut queue: Queue = decode(body)?;
                     if !queue.name.is_empty() && queue.name != name {
                         return Err(Status::invalid(format!(
@@ -165,37 +176,46 @@ pub(super) async fn route(
                         queue: Some(queue),
                         update_mask: mask(q),
                     };
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.update_queue(r).await?))
                 }
                 ("purge", Method::POST) => {
                     let mut r: PurgeQueueRequest = decode(body)?;
                     r.name = name;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.purge_queue(r).await?))
                 }
                 ("pause", Method::POST) => {
                     let mut r: PauseQueueRequest = decode(body)?;
                     r.name = name;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.pause_queue(r).await?))
                 }
                 ("resume", Method::POST) => {
                     let mut r: ResumeQueueRequest = decode(body)?;
                     r.name = name;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.resume_queue(r).await?))
                 }
                 ("getIamPolicy", Method::POST) => {
                     let mut r: GetIamPolicyRequest = decode(body)?;
                     r.resource = name;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.get_iam_policy(r).await?))
                 }
                 ("setIamPolicy", Method::POST) => {
                     let mut r: SetIamPolicyRequest = decode(body)?;
                     r.resource = name;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.set_iam_policy(r).await?))
                 }
                 ("testIamPermissions", Method::POST) => {
                     let mut r: TestIamPermissionsRequest = decode(body)?;
-                    r.resource = name;
-                    Ok(encode(&svc.test_iam_permissions(r).await?))
+                    r.resource = name.clone();
+                    a.allow(caller, &r)?;
+                    let mut out = svc.test_iam_permissions(r).await?;
+                    retain_held(caller, &name, &mut out.permissions);
+                    Ok(encode(&out))
                 }
                 _ => Err(not_found(method, path)),
             }
@@ -210,21 +230,25 @@ pub(super) async fn route(
                         page_size: q.int("pageSize", "page_size")?,
                         page_token: q.get("pageToken", "page_token").unwrap_or("").to_string(),
                     };
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.list_tasks(r).await?))
                 }
                 ("", Method::POST) => {
                     let mut r: CreateTaskRequest = decode(body)?;
                     r.parent = parent;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.create_task(r).await?))
                 }
                 ("batchCreate", Method::POST) => {
                     let mut r: BatchCreateTasksRequest = decode(body)?;
                     r.parent = parent;
+                    a.allow(caller, &r)?;
                     Ok(operation_json(&svc.batch_create_tasks(r).await?))
                 }
                 ("batchDelete", Method::POST) => {
                     let mut r: BatchDeleteTasksRequest = decode(body)?;
                     r.parent = parent;
+                    a.allow(caller, &r)?;
                     Ok(operation_json(&svc.batch_delete_tasks(r).await?))
                 }
                 _ => Err(not_found(method, path)),
@@ -238,15 +262,19 @@ pub(super) async fn route(
                         name,
                         response_view: q.view()?,
                     };
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.get_task(r).await?))
                 }
                 ("", Method::DELETE) => {
-                    svc.delete_task(DeleteTaskRequest { name }).await?;
+                    let r = DeleteTaskRequest { name };
+                    a.allow(caller, &r)?;
+                    svc.delete_task(r).await?;
                     Ok(json!({}))
                 }
                 ("run", Method::POST) => {
                     let mut r: RunTaskRequest = decode(body)?;
                     r.name = name;
+                    a.allow(caller, &r)?;
                     Ok(encode(&svc.run_task(r).await?))
                 }
                 _ => Err(not_found(method, path)),
@@ -270,12 +298,14 @@ fn stratus_not_found(method: &Method, path: &str) -> Status {
 /// use the Cloud Tasks error body like every other call.
 async fn stratus_route(
     svc: &Service,
+    caller: &Caller,
     method: &Method,
     path: &str,
     rest: &str,
     q: &Query,
     body: &[u8],
 ) -> Result<Value, Status> {
+    let a = svc.auth();
     let (segs, verb) = split_path(rest);
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let join = |n: usize| s[..n].join("/");
@@ -292,17 +322,20 @@ async fn stratus_route(
                 })?,
             };
             let token = q.get("pageToken", "page_token").unwrap_or("");
+            a.check(caller, Permission::TasksList, &join(6))?;
             Ok(encode(
                 &svc.list_failed_tasks(&join(6), page_size, token, q.view()?)
                     .await?,
             ))
         }
         (["projects", _, "locations", _, "queues", _, "tasks", _], "") if method == Method::GET => {
+            a.check(caller, Permission::TasksGet, &join(8))?;
             Ok(encode(&svc.task_status(&join(8), q.view()?).await?))
         }
         (["projects", _, "locations", _, "queues", _, "tasks", _], "retry")
             if method == Method::POST =>
         {
+            a.check(caller, Permission::TasksRetry, &join(8))?;
             // The call takes no fields; an empty body and `{}` are both fine.
             let fields: serde_json::Map<String, Value> = decode(body)?;
             if let Some(k) = fields.keys().next() {

@@ -21,6 +21,7 @@ use stratus_types::time::Clock;
 use stratus_types::{Code, Status, messages};
 
 use crate::ServiceConfig;
+use crate::auth::Auth;
 
 /// The Cloud Tasks service over a store. Cheap to share behind an `Arc`.
 pub struct Service {
@@ -28,6 +29,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     cfg: ServiceConfig,
     hook: Arc<dyn DispatchHook>,
+    /// Who may call; open (everything allowed) unless [`Service::with_auth`] sets tokens.
+    auth: Arc<Auth>,
     /// Last generated task ID; see [`Service::new_task_id`].
     last_id: AtomicU64,
 }
@@ -38,6 +41,7 @@ impl Service {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: ServiceConfig) -> Self {
         Service {
             store,
+            auth: Arc::new(Auth::open(clock.clone())),
             clock,
             cfg,
             hook: Arc::new(NoDispatch),
@@ -49,6 +53,17 @@ impl Service {
     pub fn with_dispatch(mut self, hook: Arc<dyn DispatchHook>) -> Self {
         self.hook = hook;
         self
+    }
+
+    /// The same service authenticating callers with `auth` (see [`crate::auth`]).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The authenticator the transports ask about every call.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
     }
 
     /// The settings in force.
