@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use stratus_api::auth::{self, Role, Scope, TokenSpec};
+use stratus_dispatch::origin::{OriginRule, OriginRules};
 use stratus_types::Micros;
 use stratus_types::time::parse_human_duration;
 
 /// The optional TOML file (`--config`).
-#[derive(Debug, Default, Deserialize)]
+/// Not `Debug`: it holds secrets (store URL, OAuth token, receiver secrets).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Address to listen on.
@@ -47,9 +50,127 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS on the API port (with `tls_cert`).
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs: with it, API clients must present a certificate issued by one of them
+    /// (mutual TLS; needs `tls_cert`). Default: no client certificate is asked for.
+    pub tls_client_ca: Option<PathBuf>,
     /// Queues to create or update at start.
     #[serde(default)]
     pub queues: Vec<QueueDecl>,
+    /// API bearer tokens (`[[tokens]]`); with none, the API is served on loopback only.
+    #[serde(default)]
+    pub tokens: Vec<TokenDecl>,
+    /// Proof-of-origin rules for receivers (`[[receiver_auth]]`), first match per queue wins;
+    /// default: none (attempts carry only their OIDC/OAuth token).
+    #[serde(default)]
+    pub receiver_auth: Vec<ReceiverAuthDecl>,
+    /// Where tasks may be sent (`[outbound]`, docs/outbound.md); default: only the built-in
+    /// link-local, metadata and unspecified ranges are denied, no allow-lists.
+    pub outbound: Option<OutboundConfig>,
+}
+
+/// A `[[receiver_auth]]` entry: the proofs of origin the attempts of some queues carry
+/// (examples/receivers/README.md).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverAuthDecl {
+    /// A full queue name, or a prefix ending in `*` (e.g. `"projects/billing/*"`).
+    pub queue: String,
+    /// Name of a header carrying `secret` on every attempt (with `secret`) [default: none].
+    pub secret_header: Option<String>,
+    /// The shared secret `secret_header` carries [default: none].
+    pub secret: Option<String>,
+    /// HMAC-SHA256 keys of the `X-Stratus-Signature` header, current first; two while rotating
+    /// (both signatures are sent), each at least 16 bytes [default: none, no signature].
+    #[serde(default)]
+    pub hmac_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for ReceiverAuthDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverAuthDecl")
+            .field("queue", &self.queue)
+            .field("secret_header", &self.secret_header)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("hmac_keys", &format!("<{} redacted>", self.hmac_keys.len()))
+            .finish()
+    }
+}
+
+/// The checked proof-of-origin rules of `[[receiver_auth]]`; errors name the entry and field.
+pub fn receiver_auth_rules(decls: &[ReceiverAuthDecl]) -> anyhow::Result<OriginRules> {
+    let mut rules = Vec::with_capacity(decls.len());
+    for (i, d) in decls.iter().enumerate() {
+        let rule = OriginRule::new(
+            &d.queue,
+            d.secret_header.as_deref(),
+            d.secret.as_deref(),
+            &d.hmac_keys,
+        )
+        .map_err(|e| anyhow::anyhow!("receiver_auth[{i}]: {e}"))?;
+        rules.push(rule);
+    }
+    OriginRules::new(rules).map_err(|e| anyhow::anyhow!("receiver_auth: {e}"))
+}
+
+/// An API token declared in the config file (`stratus tokens create` prints one).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenDecl {
+    /// A label for logs and errors [default: the first 12 hex digits of `sha256`].
+    pub name: Option<String>,
+    /// The project (tenant) the token may act in, or `"*"` for every project.
+    pub project: String,
+    /// `admin`, `enqueuer` or `viewer`.
+    pub role: String,
+    /// SHA-256 of the token, 64 hex digits (the token itself is never stored).
+    pub sha256: String,
+    /// Requests per second the token may make (bursts of twice that); 0 = unlimited
+    /// [default: 1000].
+    pub rate_limit: Option<f64>,
+}
+
+impl std::fmt::Debug for TokenDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenDecl")
+            .field("name", &self.name)
+            .field("project", &self.project)
+            .field("role", &self.role)
+            .field("sha256", &"<redacted>")
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+/// The checked token specs of `[[tokens]]`; errors name the entry and the field.
+pub fn token_specs(decls: &[TokenDecl]) -> anyhow::Result<Vec<TokenSpec>> {
+    let mut out = Vec::with_capacity(decls.len());
+    let mut names = std::collections::HashSet::new();
+    for (i, d) in decls.iter().enumerate() {
+        let at = |e: String| anyhow::anyhow!("tokens[{i}]: {e}");
+        let sha256 = auth::parse_digest(&d.sha256).map_err(at)?;
+        let name = match &d.name {
+            Some(n) if n.trim().is_empty() => bail!("tokens[{i}]: name must not be empty"),
+            Some(n) => n.clone(),
+            None => d.sha256.trim()[..12].to_ascii_lowercase(),
+        };
+        if !names.insert(name.clone()) {
+            bail!("tokens[{i}]: name \"{name}\" is used by another token");
+        }
+        let rate_limit = d.rate_limit.unwrap_or(auth::DEFAULT_RATE_LIMIT);
+        if !rate_limit.is_finite() || rate_limit < 0.0 {
+            bail!(
+                "tokens[{i}]: rate_limit must be a number of requests per second ≥ 0 (0 = unlimited)"
+            );
+        }
+        out.push(TokenSpec {
+            name,
+            scope: Scope::parse(&d.project).map_err(at)?,
+            role: Role::parse(&d.role).map_err(at)?,
+            sha256,
+            rate_limit,
+        });
+    }
+    Ok(out)
 }
 
 /// A queue declared in the config file. Unset fields keep their defaults.
@@ -164,4 +285,30 @@ fn rand_suffix() -> u32 {
 pub fn listen_addr(s: &str) -> anyhow::Result<SocketAddr> {
     s.parse()
         .with_context(|| format!("listen: \"{s}\" is not an address like 127.0.0.1:8123"))
+}
+
+/// The `[outbound]` table: extra denied ranges and per-project allow-lists (docs/outbound.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// IPs and CIDR ranges refused as targets, on top of the built-in link-local, metadata and
+    /// unspecified ranges (e.g. `["127.0.0.0/8", "10.0.0.0/8"]`) [default: none].
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// `[outbound.allow]`: project ID → the only targets its tasks may reach (host names,
+    /// `*.suffix` patterns, IPs, CIDR ranges); the deny ranges still apply [default: none,
+    /// every project may reach any target not denied].
+    #[serde(default)]
+    pub allow: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The outbound target policy of `[outbound]` (the built-in one when absent); errors name the
+/// setting and the bad entry.
+pub fn outbound_policy(
+    c: Option<&OutboundConfig>,
+) -> anyhow::Result<stratus_types::target::TargetPolicy> {
+    let Some(c) = c else {
+        return Ok(stratus_types::target::TargetPolicy::default());
+    };
+    Ok(stratus_types::target::TargetPolicy::new(&c.deny, &c.allow)?)
 }

@@ -3,8 +3,10 @@
 
 mod cli;
 mod config;
+mod listener;
 mod serve;
 mod tls;
+mod tokens;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Apply pending PostgreSQL store migrations (`serve` also applies them unless --no-migrate).
     Migrate(serve::MigrateArgs),
+    /// Make API tokens for the config file's `[[tokens]]`.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Manage queues (like `gcloud tasks queues`).
     #[command(subcommand)]
     Queues(cli::QueuesCommand),
@@ -37,6 +42,19 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // Token commands are local and synchronous: no runtime needed.
+    let args = match args.command {
+        Command::Tokens(c) => {
+            return match tokens::run(c) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        other => Args { command: other },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(a) => serve::migrate(a).await,
             Command::Queues(c) => cli::run_queues(c).await,
             Command::Tasks(c) => cli::run_tasks(c).await,
+            Command::Tokens(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

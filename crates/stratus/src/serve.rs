@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use stratus_api::auth::Auth;
 use stratus_api::{Service, ServiceConfig};
 use stratus_dispatch::auth::{AuthConfig, DEFAULT_OAUTH_REFRESH, OAuthSource, TokenSource};
 use stratus_dispatch::engine::{Engine, EngineConfig};
@@ -31,8 +32,9 @@ use stratus_types::time::{Clock, SystemClock, micros_to_duration};
 
 use crate::config::{self, FileConfig, QueueDecl};
 
-/// Options of `stratus serve` (each also readable from a `STRATUS_*` variable).
-#[derive(Args, Debug)]
+/// Options of `stratus serve` (each also readable from a `STRATUS_*` variable). Not `Debug`:
+/// it holds secrets (the store URL's password, the OAuth token).
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on (REST and gRPC API, health, OIDC discovery).
     #[arg(long, env = "STRATUS_LISTEN")]
@@ -95,10 +97,19 @@ pub struct ServeArgs {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, env = "STRATUS_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs: require API clients to present a certificate issued by one of them
+    /// (mutual TLS; needs --tls-cert). Reloaded with the certificate on SIGHUP.
+    #[arg(long, env = "STRATUS_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Serve the API only: store tasks but never dispatch them (RunTask is refused). For
     /// inspecting a data directory or testing the control plane.
     #[arg(long, env = "STRATUS_NO_DISPATCH")]
     no_dispatch: bool,
+    /// Serve a non-loopback address without API tokens: anyone who can reach the port may
+    /// manage every queue. Without tokens and without this flag, only loopback addresses may be
+    /// listened on.
+    #[arg(long, env = "STRATUS_INSECURE")]
+    insecure: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -113,11 +124,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .or(file.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8123".into());
     let addr = config::listen_addr(&listen)?;
+    let tokens = config::token_specs(&file.tokens)?;
+    if tokens.is_empty() && !addr.ip().is_loopback() && !args.insecure {
+        anyhow::bail!(
+            "listen: {addr} is not a loopback address and no API tokens are configured, so anyone \
+             who can reach it could manage every queue. Create a token with `stratus tokens \
+             create --project <P> --role admin --config <file>` (docs/security.md), or pass \
+             --insecure to serve without authentication"
+        );
+    }
     let data_dir = args
         .data_dir
         .or(file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("stratus-data"));
-    let mut cfg = ServiceConfig::default();
+    // One policy for both the create-time checks and the dispatcher's connections.
+    let targets = Arc::new(config::outbound_policy(file.outbound.as_ref())?);
+    let mut cfg = ServiceConfig {
+        targets: targets.clone(),
+        ..ServiceConfig::default()
+    };
     if let Some(s) = args.task_tombstone.or(file.task_tombstone.clone()) {
         cfg.windows.tombstone_ttl = config::duration("task_tombstone", &s)?;
     }
@@ -133,7 +158,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(s) = args.retain_failed.or(file.retain_failed.clone()) {
         cfg.windows.retain_failed = config::duration("retain_failed", &s)?;
     }
-    let mut engine_cfg = EngineConfig::default();
+    let mut engine_cfg = EngineConfig {
+        origin: Arc::new(config::receiver_auth_rules(&file.receiver_auth)?),
+        targets,
+        ..EngineConfig::default()
+    };
     if let Some(s) = args.shutdown_grace.or(file.shutdown_grace.clone()) {
         let us = config::duration("shutdown_grace", &s)?;
         engine_cfg.shutdown_grace = Duration::from_micros(us.unsigned_abs());
@@ -158,7 +187,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.tls_cert.or(file.tls_cert.clone()),
         args.tls_key.or(file.tls_key.clone()),
     ) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
+        (Some(cert), Some(key)) => Some(Arc::new(crate::tls::TlsReloader::load(
+            crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca.or(file.tls_client_ca.clone()),
+            },
+        )?)),
+        (None, None) if args.tls_client_ca.is_some() || file.tls_client_ca.is_some() => {
+            anyhow::bail!("tls_client_ca: requires tls_cert and tls_key (mutual TLS is TLS)")
+        }
         (None, None) => None,
         _ => anyhow::bail!("tls_cert and tls_key: set both or neither"),
     };
@@ -241,7 +279,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let key = Arc::new(key);
-    let plain = Service::new(store.clone(), clock.clone(), cfg.clone());
+    let api_auth = Arc::new(if tokens.is_empty() {
+        Auth::open(clock.clone())
+    } else {
+        Auth::with_tokens(tokens, clock.clone()).map_err(|e| anyhow::anyhow!(e))?
+    });
+    let plain = Service::new(store.clone(), clock.clone(), cfg.clone()).with_auth(api_auth.clone());
     apply_declared_queues(&plain, &file.queues).await?;
 
     let mut auth = AuthConfig::new(issuer.clone());
@@ -288,25 +331,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "stratus listening on {scheme}://{local} (Cloud Tasks v2: REST under /v2/ and {grpc} on the same port)"
     );
     println!("{where_}");
+    if api_auth.required() {
+        println!(
+            "API authentication on: {} token(s) from the config file (SIGHUP reloads them)",
+            api_auth.token_count()
+        );
+        if tls.is_none() && !local.ip().is_loopback() {
+            tracing::warn!(
+                %local,
+                "api tokens travel in plain text: serve with --tls-cert/--tls-key on a shared network"
+            );
+        }
+    } else if local.ip().is_loopback() {
+        println!(
+            "API authentication off: no tokens configured, so the API is open to every process on \
+             this machine and listens on loopback only (docs/security.md)"
+        );
+        tracing::warn!("no api tokens configured: serving unauthenticated on loopback only");
+    } else {
+        println!(
+            "API authentication off (--insecure): anyone who can reach {local} may manage every \
+             queue"
+        );
+        tracing::warn!(%local, "--insecure: serving unauthenticated on a non-loopback address");
+    }
     tracing::info!(%local, "serving");
 
     let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
     let app = stratus_api::rest::router(service.clone()).merge(oidc_routes(&key, &issuer));
-    match tls {
-        Some(tls) => {
-            crate::tls::serve(listener, app, tls, shutdown_signal(), API_DRAIN_GRACE).await;
-        }
-        None => axum::serve(
-            // No Nagle delay: HTTP/2 writes many small frames per connection.
-            axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?,
+    let mut reloaders: Vec<crate::listener::Reloader> = Vec::new();
+    if let Some(tls) = &tls {
+        let tls = tls.clone();
+        reloaders.push(Box::new(move || {
+            let _ = tls.reload();
+        }));
     }
+    if let (true, Some(path)) = (api_auth.required(), args.config.clone()) {
+        let auth = api_auth.clone();
+        reloaders.push(Box::new(move || reload_tokens(&auth, &path)));
+    }
+    crate::listener::reload_on_sighup(reloaders)?;
+    crate::listener::serve(listener, app, tls, shutdown_signal(), API_DRAIN_GRACE).await;
     let abandoned = match &engine {
         Some(e) => e.shutdown().await,
         None => 0,
@@ -322,7 +387,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long open TLS connections get to finish their requests at shutdown.
+/// Re-reads the config file's `[[tokens]]` (SIGHUP). A file that does not parse, or holds no
+/// tokens, keeps the tokens in force.
+fn reload_tokens(auth: &Auth, path: &std::path::Path) {
+    let result = FileConfig::load(path)
+        .and_then(|f| config::token_specs(&f.tokens))
+        .and_then(|t| auth.replace(t).map_err(|e| anyhow::anyhow!(e)));
+    match result {
+        Ok(()) => tracing::info!(tokens = auth.token_count(), "api tokens reloaded"),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "api tokens not reloaded; the previous tokens stay in force")
+        }
+    }
+}
+
+/// How long open connections get to finish their requests at shutdown.
 const API_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The OIDC signing key's file in the data directory.
@@ -365,8 +444,8 @@ async fn shared_signing_key(store: &PgStore) -> anyhow::Result<SigningKey> {
     SigningKey::from_pkcs8_pem(origin, &pem).map_err(|e| anyhow::anyhow!("OIDC signing key: {e}"))
 }
 
-/// Options of `stratus migrate`.
-#[derive(Args, Debug)]
+/// Options of `stratus migrate` (not `Debug`: the store URL may hold a password).
+#[derive(Args)]
 pub struct MigrateArgs {
     /// The PostgreSQL store (`postgres://user:password@host:port/db`).
     #[arg(long, env = "STRATUS_STORE", hide_env_values = true)]

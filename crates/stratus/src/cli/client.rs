@@ -28,6 +28,8 @@ pub struct Client {
     endpoint: String,
     /// Segments between the endpoint and the resource name (`v2`, or `stratus/v1`).
     api: &'static [&'static str],
+    /// The API token sent as `Authorization: Bearer …`, if any.
+    token: Option<String>,
 }
 
 impl Client {
@@ -48,7 +50,15 @@ impl Client {
             base,
             endpoint: endpoint.to_string(),
             api: CLOUD_TASKS_API,
+            token: None,
         })
+    }
+
+    /// A client for the endpoint and API token of the global options.
+    pub fn for_args(g: &super::GlobalArgs) -> Result<Self> {
+        let mut c = Client::new(&g.endpoint)?;
+        c.token = g.token.clone().filter(|t| !t.trim().is_empty());
+        Ok(c)
     }
 
     /// The same client calling Stratus' own API under `{endpoint}/stratus/v1/` instead of the
@@ -82,6 +92,9 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Value> {
         let mut req = self.http.request(method, self.url(segments, suffix));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if !query.is_empty() {
             req = req.query(query);
         }

@@ -41,6 +41,10 @@ pub struct GlobalArgs {
         default_value = "http://127.0.0.1:8123"
     )]
     pub endpoint: String,
+    /// API token of the server (`stratus tokens create`), sent as `Authorization: Bearer`.
+    /// Needed when the server has tokens configured.
+    #[arg(long, env = "STRATUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output format: `table` (human-readable) or `json` (the server's JSON, pretty-printed).
     /// Only these two are supported.
     #[arg(long, value_enum, default_value_t = Format::Table)]

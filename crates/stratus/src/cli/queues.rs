@@ -278,7 +278,7 @@ pub async fn run_queues(cmd: QueuesCommand) -> Result<()> {
 /// The client and the resolved queue name of a one-queue command.
 fn open(a: &QueueArgs) -> Result<(Client, QueueName)> {
     Ok((
-        Client::new(&a.global.endpoint)?,
+        Client::for_args(&a.global)?,
         names::resolve_queue(&a.queue, &a.location)?,
     ))
 }
@@ -303,7 +303,7 @@ async fn action(a: QueueArgs, suffix: &str, verb: &str) -> Result<()> {
 }
 
 async fn create(a: QueueConfigArgs) -> Result<()> {
-    let client = Client::new(&a.global.endpoint)?;
+    let client = Client::for_args(&a.global)?;
     let name = names::resolve_queue(&a.queue, &a.location)?;
     let mut f = a.fields();
     f.body.insert("name".into(), json!(name.to_string()));
@@ -318,7 +318,7 @@ async fn create(a: QueueConfigArgs) -> Result<()> {
 }
 
 async fn update(a: QueueConfigArgs) -> Result<()> {
-    let client = Client::new(&a.global.endpoint)?;
+    let client = Client::for_args(&a.global)?;
     let name = names::resolve_queue(&a.queue, &a.location)?;
     let mut f = a.fields();
     if f.mask.is_empty() {
@@ -342,7 +342,7 @@ async fn update(a: QueueConfigArgs) -> Result<()> {
 }
 
 async fn list(a: QueueListArgs) -> Result<()> {
-    let client = Client::new(&a.global.endpoint)?;
+    let client = Client::for_args(&a.global)?;
     let parent = names::location_from_args(&a.location)?;
     let mut query = Vec::new();
     if let Some(filter) = a.filter {

@@ -334,11 +334,11 @@ fn print_history(format: Format, status: &Value) {
 /// The client and the resolved task name of a one-task command.
 fn open(a: &TaskArgs) -> Result<(Client, TaskName)> {
     let name = names::resolve_task(&a.task, a.queue.as_deref(), &a.location)?;
-    Ok((Client::new(&a.global.endpoint)?, name))
+    Ok((Client::for_args(&a.global)?, name))
 }
 
 async fn create_http_task(a: CreateHttpTaskArgs) -> Result<()> {
-    let client = Client::new(&a.global.endpoint)?;
+    let client = Client::for_args(&a.global)?;
     let (queue, task_name) = match &a.task {
         Some(t) => {
             let name = names::resolve_task(t, a.queue.as_deref(), &a.location)?;
@@ -406,7 +406,7 @@ async fn create_http_task(a: CreateHttpTaskArgs) -> Result<()> {
 }
 
 async fn list(a: TaskListArgs) -> Result<()> {
-    let client = Client::new(&a.global.endpoint)?;
+    let client = Client::for_args(&a.global)?;
     list_from(client, a, "tasks", COLUMNS).await
 }
 
@@ -435,6 +435,6 @@ async fn list_from(
 }
 
 async fn failed(a: TaskListArgs) -> Result<()> {
-    let client = Client::new(&a.global.endpoint)?.stratus();
+    let client = Client::for_args(&a.global)?.stratus();
     list_from(client, a, "failedTasks", FAILED_COLUMNS).await
 }
