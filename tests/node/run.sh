@@ -8,7 +8,9 @@
 # STRATUS_COMPAT_RESULTS (directory for node-grpc.json / node-rest.json; a temp dir when unset),
 # VERBOSE=1 (more output).
 # The last line is "node checks: N passed, M failed" (checklist scenarios of both pairs that
-# passed or passed with a known client limitation, plus the two migration runs).
+# passed or passed with a known client limitation, plus the two migration runs, plus the
+# receivers.mjs checks of the proof-of-origin middleware, plus the auth.mjs checks of API tokens
+# over gRPC and TLS).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -36,6 +38,18 @@ if node migration.mjs; then
 else
   status=1
 fi
+# receivers.mjs ends with "receiver checks: N passed, M failed"; no such line counts as 1 failed.
+receivers_log=$(mktemp)
+node receivers.mjs | tee "$receivers_log" || status=1
+receivers_counts=$(sed -n 's/^receiver checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$receivers_log" | tail -n 1)
+rm -f "$receivers_log"
+read -r receivers_ok receivers_bad <<<"${receivers_counts:-0 1}"
+# auth.mjs ends with "auth checks: N passed, M failed"; no such line counts as 1 failed.
+auth_log=$(mktemp)
+node auth.mjs 2>/dev/null | tee "$auth_log" || status=1
+auth_counts=$(sed -n 's/^auth checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$auth_log" | tail -n 1)
+rm -f "$auth_log"
+read -r auth_ok auth_bad <<<"${auth_counts:-0 1}"
 
 counts=$(node -e '
   const fs = require("fs"), path = require("path");
@@ -52,5 +66,5 @@ counts=$(node -e '
 ')
 [[ -n "$tmp" ]] && rm -rf "$tmp"
 read -r ok bad <<<"$counts"
-echo "node checks: $((ok + migration_ok)) passed, $((bad + 2 - migration_ok)) failed"
+echo "node checks: $((ok + migration_ok + receivers_ok + auth_ok)) passed, $((bad + 2 - migration_ok + receivers_bad + auth_bad)) failed"
 exit "$status"
