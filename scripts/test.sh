@@ -9,7 +9,8 @@
 #      the built binary, in a venv at .venv (requirements reinstalled only when
 #      tests/python/requirements.txt changes)
 #   5. the Node official-client suite (tests/node: `npm ci` from the lockfile when it changed;
-#      Node.js and npm from apt when missing)
+#      Node.js and npm from apt when missing), with the web dashboard check in headless Chromium
+#      (Debian's chromium from apt when missing)
 #   6. the compatibility table: checklist scenarios x the five client/transport pairs
 #      (tests/compat/README.md), from the results the Rust, Python and Node drivers wrote
 #   7. a summary; the exit code is non-zero when any step failed (the first failure stops the run)
@@ -216,6 +217,26 @@ node_env() {
     fi
 }
 
+# The dashboard check (tests/node/dashboard.mjs) drives Debian's Chromium headless through
+# playwright-core (which never downloads a browser of its own).
+chromium_env() {
+    local bin
+    for bin in chromium chromium-browser; do
+        if command -v "$bin" >/dev/null 2>&1; then
+            echo "chromium: $(command -v "$bin") ($("$bin" --version 2>/dev/null || echo '?'))"
+            return 0
+        fi
+    done
+    if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+        echo "no chromium; installing Debian's chromium"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        echo "error: the dashboard check of tests/node needs Chromium (Debian: chromium)" >&2
+        return 1
+    fi
+}
+
 node_suite() {
     local log="$LOGDIR/node.log"
     local rc=0
@@ -251,5 +272,6 @@ run_step "cargo build -p stratus" build_binary
 run_step "python venv (.venv)" python_env
 run_step "pytest tests/python" python_suite
 run_step "node (tests/node)" node_env
+run_step "chromium (dashboard check)" chromium_env
 run_step "node tests/node" node_suite
 run_step "compatibility table (5 pairs)" compat_table

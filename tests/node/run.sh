@@ -10,7 +10,7 @@
 # The last line is "node checks: N passed, M failed" (checklist scenarios of both pairs that
 # passed or passed with a known client limitation, plus the two migration runs, plus the
 # receivers.mjs checks of the proof-of-origin middleware, plus the auth.mjs checks of API tokens
-# over gRPC and TLS).
+# over gRPC and TLS, plus the dashboard.mjs checks of the web dashboard in headless Chromium).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -50,6 +50,13 @@ node auth.mjs 2>/dev/null | tee "$auth_log" || status=1
 auth_counts=$(sed -n 's/^auth checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$auth_log" | tail -n 1)
 rm -f "$auth_log"
 read -r auth_ok auth_bad <<<"${auth_counts:-0 1}"
+# dashboard.mjs (the web dashboard in headless Chromium; writes docs/img/dashboard-*.png) ends
+# with "dashboard checks: N passed, M failed"; no such line counts as 1 failed.
+dashboard_log=$(mktemp)
+node dashboard.mjs | tee "$dashboard_log" || status=1
+dashboard_counts=$(sed -n 's/^dashboard checks: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$dashboard_log" | tail -n 1)
+rm -f "$dashboard_log"
+read -r dashboard_ok dashboard_bad <<<"${dashboard_counts:-0 1}"
 
 counts=$(node -e '
   const fs = require("fs"), path = require("path");
@@ -66,5 +73,5 @@ counts=$(node -e '
 ')
 [[ -n "$tmp" ]] && rm -rf "$tmp"
 read -r ok bad <<<"$counts"
-echo "node checks: $((ok + migration_ok + receivers_ok + auth_ok)) passed, $((bad + 2 - migration_ok + receivers_bad + auth_bad)) failed"
+echo "node checks: $((ok + migration_ok + receivers_ok + auth_ok + dashboard_ok)) passed, $((bad + 2 - migration_ok + receivers_bad + auth_bad + dashboard_bad)) failed"
 exit "$status"

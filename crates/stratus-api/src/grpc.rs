@@ -92,8 +92,23 @@ pub fn to_tonic(status: &stratus_types::Status) -> tonic::Status {
     )
 }
 
-/// Answers one gRPC call (the router has checked [`is_grpc`]).
+/// Answers one gRPC call (the router has checked [`is_grpc`]) and counts it in the metrics
+/// by the code of its answer: `grpc-status` in the response headers (a trailers-only answer,
+/// how every error is sent), else OK.
 pub async fn serve(svc: Arc<Service>, req: Request) -> Response {
+    let rpc = crate::metrics::grpc_rpc(req.uri().path());
+    let resp = call(svc, req).await;
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(stratus_types::Code::Ok, stratus_types::Code::from_i32);
+    crate::metrics::count_request("grpc", rpc, code);
+    resp
+}
+
+async fn call(svc: Arc<Service>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let deadline = req
         .headers()

@@ -7,10 +7,12 @@
 //! - [`grpc`]: the same RPCs over gRPC (tonic), routed by content-type on the REST port.
 //! - [`auth`]: API tokens, roles and projects as tenants, checked by both transports.
 //! - [`config`]: the knobs of the API ([`ServiceConfig`]).
+//! - [`metrics`]: `GET /metrics` and the API's counting of calls, creates and auth failures.
 
 pub mod auth;
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod rest;
 pub mod service;
 

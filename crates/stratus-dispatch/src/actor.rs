@@ -41,6 +41,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::attempt::{self, AttemptContext};
 use crate::engine::EngineConfig;
+use stratus_metrics::{OutcomeClass, QueueMetrics};
 
 /// What the engine's actors share.
 pub(crate) struct Shared {
@@ -82,6 +83,42 @@ struct Done {
     run: bool,
     original: DueTask,
     result: Result<Recorded, StoreError>,
+}
+
+/// How often, at most, an actor holding tasks recounts its `pending` and `due` gauges.
+const DEPTH_REFRESH: Micros = 100_000;
+
+/// Counts an attempt's end in its queue's metrics: its class, its duration and, for a regular
+/// dispatch, how late it started after the task's schedule time.
+fn observe_attempt(
+    m: &QueueMetrics,
+    t: &DueTask,
+    o: &stratus_store::dispatch::AttemptOutcome,
+    regular: bool,
+) {
+    m.outcome(OutcomeClass::of(o.http_status, o.timed_out))
+        .inc();
+    m.attempt_duration
+        .observe(u64::try_from(o.response_time.saturating_sub(o.dispatch_time)).unwrap_or(0));
+    if regular {
+        m.lag
+            .observe(u64::try_from(o.dispatch_time.saturating_sub(t.schedule_time)).unwrap_or(0));
+    }
+}
+
+/// Counts what recording an attempt decided: a retry or a permanent failure.
+fn observe_recorded(m: &QueueMetrics, result: &Result<Recorded, StoreError>) {
+    match result {
+        Ok(Recorded {
+            decision: Decision::Retry(_),
+            ..
+        }) => m.retries.inc(),
+        Ok(Recorded {
+            decision: Decision::Failed,
+            ..
+        }) => m.permanent_failures.inc(),
+        _ => {}
+    }
 }
 
 /// Task IDs sort below this string (they use `[A-Za-z0-9_-]`), so a cursor with it covers
@@ -128,6 +165,10 @@ pub(crate) struct QueueActor {
     halt: Arc<AtomicBool>,
     /// Rows to fetch from the store (created through other nodes).
     fetch: Vec<i64>,
+    /// This queue's series in the process's metrics, looked up once.
+    metrics: Arc<QueueMetrics>,
+    /// When the depth gauges may next be recomputed.
+    depth_at: Micros,
 }
 
 /// What the engine keeps of an actor to steer it without a message.
@@ -162,6 +203,7 @@ impl QueueActor {
         let now = shared.ctx.timer.now();
         let rl = normalize_rate_limits(queue.rate_limits.as_ref());
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let path_name = path.to_string();
         QueueActor {
             path,
             queue: Arc::new(queue),
@@ -186,6 +228,8 @@ impl QueueActor {
             attempts,
             halt,
             fetch: Vec::new(),
+            metrics: stratus_metrics::global().queue(&path_name),
+            depth_at: Micros::MIN,
         }
     }
 
@@ -257,6 +301,7 @@ impl QueueActor {
                 self.fetch_rows().await;
             }
             self.pump();
+            self.update_depth();
             let wake_at = self.next_wake();
             let sleep = self.shared.ctx.timer.sleep_until(wake_at);
             tokio::select! {
@@ -270,6 +315,9 @@ impl QueueActor {
                 () = sleep => {}
             }
         }
+        // Nothing is held here any more (attempts in flight still count themselves down).
+        self.metrics.pending.set(0);
+        self.metrics.due.set(0);
         tracing::debug!(queue = %self.path, "queue dispatcher stopped");
     }
 
@@ -426,6 +474,54 @@ impl QueueActor {
         }
     }
 
+    /// Refreshes the `pending` and `due` gauges from what is held in memory: at once when
+    /// nothing is held, else at most every [`DEPTH_REFRESH`] (counting due tasks walks the
+    /// heap's due part).
+    fn update_depth(&mut self) {
+        if self.entries.is_empty() {
+            self.metrics.pending.set(0);
+            self.metrics.due.set(0);
+            return;
+        }
+        let now = self.shared.ctx.timer.now();
+        if now < self.depth_at {
+            return;
+        }
+        self.depth_at = now.saturating_add(DEPTH_REFRESH);
+        let held = self.entries.len();
+        let due = self.count_due(now).min(held);
+        self.metrics
+            .pending
+            .set(i64::try_from(held - due).unwrap_or(i64::MAX));
+        self.metrics.due.set(i64::try_from(due).unwrap_or(i64::MAX));
+    }
+
+    /// Live tasks in the heap due at `now`: a walk of the min-heap's array that stops at every
+    /// entry later than `now` (its children are later still), so it costs the due entries only.
+    fn count_due(&self, now: Micros) -> usize {
+        let heap = self.heap.as_slice();
+        let mut stack = vec![0usize];
+        let mut due = 0;
+        while let Some(i) = stack.pop() {
+            let Some(Reverse((at, row))) = heap.get(i) else {
+                continue;
+            };
+            if *at > now {
+                continue;
+            }
+            if self
+                .entries
+                .get(row)
+                .is_some_and(|t| t.schedule_time == *at)
+            {
+                due += 1;
+            }
+            stack.push(2 * i + 1);
+            stack.push(2 * i + 2);
+        }
+        due
+    }
+
     fn next_wake(&mut self) -> Micros {
         let mut wake = self.next_scan;
         if self.running()
@@ -449,19 +545,21 @@ impl QueueActor {
         let done = self.done_tx.clone();
         let fence = if run { None } else { self.fence };
         let attempts = self.attempts.clone();
+        let metrics = self.metrics.clone();
+        metrics.dispatches.inc();
+        metrics.in_flight.add(1);
         tokio::spawn(async move {
+            tracing::debug!(queue = %queue.name, task = %t.task.name, attempt = t.task.dispatch_count + 1, "task dispatched");
             let mut outcome = attempt::run(&shared.ctx, &t, &queue, anchor).await;
+            observe_attempt(&metrics, &t, &outcome, !run);
             outcome.fence = fence;
-            tracing::debug!(
-                task = %t.task.name,
-                status = ?outcome.http_status,
-                error = ?outcome.error,
-                "attempt finished"
-            );
+            let seen = Seen::of(&outcome);
             let result = shared
                 .store
                 .record_attempt(outcome, shared.ctx.timer.now())
                 .await;
+            observe_recorded(&metrics, &result);
+            log_attempt(&queue.name, &t, &seen, &result);
             let _ = done.send(Done {
                 row: t.row,
                 run,
@@ -469,6 +567,7 @@ impl QueueActor {
                 result,
             });
             attempts.fetch_sub(1, Ordering::AcqRel);
+            metrics.in_flight.add(-1);
             if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 shared.drained.notify_waiters();
             }
@@ -576,17 +675,95 @@ impl QueueActor {
 pub(crate) fn run_detached(shared: Arc<Shared>, t: DueTask, queue: Queue, call_time: Micros) {
     shared.in_flight.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
+        tracing::debug!(queue = %queue.name, task = %t.task.name, attempt = t.task.dispatch_count + 1, "task dispatched");
+        let metrics = stratus_metrics::global().queue(&queue.name);
+        metrics.dispatches.inc();
+        metrics.in_flight.add(1);
         let outcome = attempt::run(&shared.ctx, &t, &queue, Some(call_time)).await;
-        if let Err(e) = shared
+        observe_attempt(&metrics, &t, &outcome, false);
+        let seen = Seen::of(&outcome);
+        let result = shared
             .store
             .record_attempt(outcome, shared.ctx.timer.now())
-            .await
+            .await;
+        log_attempt(&queue.name, &t, &seen, &result);
+        observe_recorded(&metrics, &result);
+        if let Err(e) = result
             && e != StoreError::TaskNotFound
         {
-            tracing::error!(task = %t.task.name, error = %e, "recording a RunTask attempt failed");
+            tracing::error!(queue = %queue.name, task = %t.task.name, error = %e, "recording a RunTask attempt failed");
         }
+        metrics.in_flight.add(-1);
         if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.drained.notify_waiters();
         }
     });
+}
+
+/// What an attempt's log line reports of its outcome (taken before the outcome is recorded).
+struct Seen {
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+impl Seen {
+    fn of(o: &stratus_store::dispatch::AttemptOutcome) -> Seen {
+        Seen {
+            status: o.http_status,
+            error: o.error.clone(),
+        }
+    }
+}
+
+/// One line per recorded attempt, with `queue`, `task`, `attempt` and the `status` or `error`
+/// (never the request's body or headers): success at debug, a failure with a retry scheduled at
+/// info, a permanent failure at warn. An attempt whose task is gone is a debug line; one whose
+/// outcome could not be stored is reported by the caller.
+fn log_attempt(queue: &str, t: &DueTask, seen: &Seen, result: &Result<Recorded, StoreError>) {
+    let task = t.task.name.as_str();
+    let status = seen.status.map(i64::from);
+    let error = seen.error.as_deref();
+    match result {
+        Ok(r) => {
+            let attempt = r.task.task.dispatch_count;
+            match r.decision {
+                Decision::Succeeded => {
+                    tracing::debug!(queue, task, attempt, status, "task succeeded");
+                }
+                Decision::Retry(at) => {
+                    let retry_at = chrono::DateTime::from_timestamp_micros(at)
+                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        .unwrap_or_default();
+                    tracing::info!(
+                        queue,
+                        task,
+                        attempt,
+                        status,
+                        error,
+                        retry_at,
+                        "attempt failed; retry scheduled"
+                    );
+                }
+                Decision::Failed => {
+                    tracing::warn!(
+                        queue,
+                        task,
+                        attempt,
+                        status,
+                        error,
+                        "attempt failed; task failed permanently"
+                    );
+                }
+            }
+        }
+        Err(StoreError::TaskNotFound) => {
+            tracing::debug!(
+                queue,
+                task,
+                status,
+                "attempt finished for a task no longer live"
+            );
+        }
+        Err(_) => {}
+    }
 }

@@ -176,6 +176,9 @@ fn describe(e: reqwest::Error) -> String {
     if let Some(r) = Refused::find(&e) {
         return r.to_string();
     }
+    // The URL is left out: the task names its target already, and a query string may hold a
+    // credential (the error is stored with the attempt and logged).
+    let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -354,6 +354,11 @@ impl Engine {
         }
     }
 
+    /// Whether the engine dispatches: true from start until [`Engine::shutdown`] is called.
+    pub fn is_running(&self) -> bool {
+        !self.inner.shared.stopping.load(Ordering::Acquire)
+    }
+
     /// Attempts in flight across all queues.
     pub fn in_flight(&self) -> usize {
         self.inner.shared.in_flight.load(Ordering::Acquire)
@@ -422,12 +427,18 @@ impl Engine {
 #[async_trait]
 impl DispatchHook for Engine {
     fn tasks_created(&self, queue: &QueuePath, tasks: &[DueTask]) {
+        for t in tasks {
+            tracing::debug!(%queue, task = %t.task.name, schedule_time = t.schedule_time, "task created");
+        }
         if !tasks.is_empty() {
             self.tell(&queue.to_string(), Msg::Created(tasks.to_vec()));
         }
     }
 
     fn tasks_deleted(&self, queue: &QueuePath, ids: &[String]) {
+        for id in ids {
+            tracing::debug!(%queue, task = %queue.task(id), "task deleted");
+        }
         if !ids.is_empty() {
             self.tell(&queue.to_string(), Msg::Deleted(ids.to_vec()));
         }

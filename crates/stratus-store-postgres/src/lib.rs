@@ -305,6 +305,27 @@ impl PgStore {
         .await
     }
 
+    /// The schema version recorded in `schema_migrations` (0 when never migrated), bounded by
+    /// [`PgOptions::op_timeout`]. Readiness compares it with [`schema::latest`].
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.bounded(async move {
+            let c = self.client().await?;
+            match c
+                .query_one(
+                    "SELECT COALESCE(max(version), 0)::bigint FROM schema_migrations",
+                    &[],
+                )
+                .await
+            {
+                Ok(row) => Ok(row.get::<_, i64>(0)),
+                // undefined_table: nothing was ever migrated.
+                Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => Ok(0),
+                Err(e) => Err(error::pg(e)),
+            }
+        })
+        .await
+    }
+
     /// Stores a cluster-wide setting unless one is stored already, and returns the stored
     /// value (the first writer wins when nodes race).
     pub async fn init_setting(&self, key: &str, value: &str) -> Result<String, StoreError> {

@@ -303,8 +303,12 @@ async fn run(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, counters:
         if batch.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         match settle(&shared, &batch).await {
             Ok(answers) => {
+                let m = &stratus_metrics::global().postgres;
+                m.commit_seconds.observe_duration(started.elapsed());
+                m.batch_size.observe(batch.len() as u64);
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters
                     .items
@@ -321,8 +325,12 @@ async fn run(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, counters:
                 );
                 for job in batch {
                     let one = [job];
+                    let started = std::time::Instant::now();
                     let out = settle(&shared, &one).await;
                     if out.is_ok() {
+                        let m = &stratus_metrics::global().postgres;
+                        m.commit_seconds.observe_duration(started.elapsed());
+                        m.batch_size.observe(1);
                         counters.commits.fetch_add(1, Ordering::Relaxed);
                         counters.items.fetch_add(1, Ordering::Relaxed);
                     }

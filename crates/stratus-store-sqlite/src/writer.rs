@@ -202,8 +202,12 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcome = commit_batch(&mut conn, &mut batch);
         if outcome.is_ok() {
+            let m = &stratus_metrics::global().sqlite;
+            m.commit_seconds.observe_duration(started.elapsed());
+            m.batch_size.observe(batch.len() as u64);
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters
                 .items

@@ -98,6 +98,7 @@ checks!(
     misc::blobs,
     misc::cleanup,
     misc::concurrent_creates,
+    misc::ping,
     dispatch::dispatch_due_tasks,
     dispatch::dispatch_retry_updates_the_task,
     dispatch::dispatch_success_finishes_the_task,

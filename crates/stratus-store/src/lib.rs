@@ -312,4 +312,14 @@ pub trait Store: Send + Sync + 'static {
     /// `now - w.keep(state)` (with their attempts), queue tombstones older than `now - queue_reuse_block`, and blobs
     /// older than `blob_ttl`. Returns how many rows went.
     async fn cleanup(&self, now: Micros, w: Windows, blob_ttl: Micros) -> Result<u64, StoreError>;
+
+    /// A cheap round trip proving the store answers (readiness checks): a read of a blob that
+    /// is never written. Must stay bounded like every other call. Errors: `Unavailable` when
+    /// the store cannot be reached.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get_blob(PING_NAMESPACE, "ping").await.map(|_| ())
+    }
 }
+
+/// The blob namespace [`Store::ping`] reads (nothing is ever stored in it).
+pub const PING_NAMESPACE: &str = "stratus.ping";

@@ -18,6 +18,8 @@ use stratus_types::time::parse_human_duration;
 pub struct FileConfig {
     /// Address to listen on.
     pub listen: Option<String>,
+    /// Log lines as `text` (default) or `json`.
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Directory of the embedded SQLite store.
     pub data_dir: Option<PathBuf>,
     /// A PostgreSQL store URL (cluster mode) instead of SQLite.

@@ -3,10 +3,13 @@
 
 mod cli;
 mod config;
+mod health;
 mod listener;
+mod logging;
 mod serve;
 mod tls;
 mod tokens;
+mod ui;
 
 use clap::{Parser, Subcommand};
 

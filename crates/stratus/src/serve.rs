@@ -110,15 +110,19 @@ pub struct ServeArgs {
     /// listened on.
     #[arg(long, env = "STRATUS_INSECURE")]
     insecure: bool,
+    /// Log lines on stderr as human-readable `text` or one JSON object per line (`json`)
+    /// [default: text]. `STRATUS_LOG` sets the level filter.
+    #[arg(long, env = "STRATUS_LOG_FORMAT", value_enum)]
+    log_format: Option<crate::logging::LogFormat>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    init_logging(args.log_format.or(file.log_format).unwrap_or_default());
     let listen = args
         .listen
         .or(file.listen.clone())
@@ -279,6 +283,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let key = Arc::new(key);
+    let pg_ready = pg_store.clone();
     let api_auth = Arc::new(if tokens.is_empty() {
         Auth::open(clock.clone())
     } else {
@@ -358,7 +363,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%local, "serving");
 
     let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
-    let app = stratus_api::rest::router(service.clone()).merge(oidc_routes(&key, &issuer));
+    let app = stratus_api::rest::router(service.clone())
+        .merge(oidc_routes(&key, &issuer))
+        .merge(stratus_api::metrics::router(api_auth.clone()))
+        .merge(crate::ui::routes())
+        .merge(crate::health::routes(crate::health::Readiness {
+            store: store.clone(),
+            pg: pg_ready,
+            engine: engine.clone(),
+        }));
     let mut reloaders: Vec<crate::listener::Reloader> = Vec::new();
     if let Some(tls) = &tls {
         let tls = tls.clone();
@@ -457,7 +470,7 @@ pub struct MigrateArgs {
 
 /// `stratus migrate`: applies pending PostgreSQL migrations and says what it did.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(crate::logging::LogFormat::Text);
     let url = config::postgres_url(&args.store)?;
     let (before, after) = stratus_store_postgres::migrate(&url, &args.pg_schema)
         .await
@@ -500,13 +513,8 @@ fn oidc_routes(key: &SigningKey, issuer: &str) -> axum::Router {
 /// it drops after a database restart is left out: the store reports the outage itself.
 const DEFAULT_LOG: &str = "info,deadpool=error";
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+fn init_logging(format: crate::logging::LogFormat) {
+    crate::logging::init(format, DEFAULT_LOG);
 }
 
 /// Removes expired tombstones and Operations once a minute.

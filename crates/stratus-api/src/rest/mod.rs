@@ -37,20 +37,29 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     if crate::grpc::is_grpc(req.headers()) {
         return crate::grpc::serve(svc, req).await;
     }
+    let rpc = crate::metrics::rest_rpc(req.method(), req.uri().path());
+    let (resp, code) = call(svc, req).await;
+    crate::metrics::count_request("rest", rpc, code);
+    resp
+}
+
+/// Answers one REST call, with the canonical code of the answer for the metrics.
+async fn call(svc: Arc<Service>, req: Request) -> (Response, stratus_types::Code) {
     // Who is calling is settled before the body is read: a caller without a valid token costs
     // no more than its headers.
     let caller = match svc.auth().authenticate(req.headers()) {
         Ok(c) => c,
-        Err(status) => return auth_error_response(&status),
+        Err(status) => return (auth_error_response(&status), status.code),
     };
     let (parts, body) = req.into_parts();
     let limit = svc.config().max_request_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return error_response(&stratus_types::Status::invalid(format!(
+            let status = stratus_types::Status::invalid(format!(
                 "The request body is larger than the limit of {limit} bytes."
-            )));
+            ));
+            return (error_response(&status), status.code);
         }
     };
     let query = json::Query::parse(parts.uri.query().unwrap_or(""));
@@ -65,8 +74,11 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     )
     .await
     {
-        Ok(value) => json_response(StatusCode::OK, value, int_enums),
-        Err(status) => error_response(&status),
+        Ok(value) => (
+            json_response(StatusCode::OK, value, int_enums),
+            stratus_types::Code::Ok,
+        ),
+        Err(status) => (error_response(&status), status.code),
     }
 }
 

@@ -208,6 +208,17 @@ impl Service {
                 .cloned()
                 .collect();
             self.hook.tasks_created(&parent, &created);
+            let dups = results
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r,
+                        Err(stratus_store::StoreError::TaskExists
+                            | stratus_store::StoreError::TaskRecentlyExisted)
+                    )
+                })
+                .count();
+            crate::metrics::count_creates(&parent, created.len(), dups);
             for ((res, view), idx) in results.into_iter().zip(views).zip(index_of) {
                 match res {
                     Ok(t) => tasks.push(apply_view(t.task, view)),

@@ -96,6 +96,7 @@ impl Service {
                 .ok_or_else(|| Status::internal("the store returned no outcome"))?;
             match outcome {
                 Ok(created) => {
+                    crate::metrics::count_creates(&parent, 1, 0);
                     self.hook
                         .tasks_created(&parent, std::slice::from_ref(&created));
                     return Ok(apply_view(created.task, req.response_view));
@@ -105,7 +106,12 @@ impl Service {
                 {
                     attempts += 1;
                 }
-                Err(e) => return Err(map_store(e, Ctx::Queue)),
+                Err(e) => {
+                    if matches!(e, StoreError::TaskExists | StoreError::TaskRecentlyExisted) {
+                        crate::metrics::count_creates(&parent, 0, 1);
+                    }
+                    return Err(map_store(e, Ctx::Queue));
+                }
             }
         }
     }

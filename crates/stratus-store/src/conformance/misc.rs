@@ -26,6 +26,17 @@ pub(super) async fn blobs(s: &dyn Store) {
     assert_eq!(s.get_blob("cmek", "k").await, Ok(Some(Vec::new())));
 }
 
+pub(super) async fn ping(s: &dyn Store) {
+    assert_eq!(s.ping().await, Ok(()), "ping on an empty store");
+    make_queue(s, &qp("ping")).await;
+    assert_eq!(s.ping().await, Ok(()), "ping with data");
+    assert_eq!(
+        s.get_blob(crate::PING_NAMESPACE, "ping").await,
+        Ok(None),
+        "ping writes nothing"
+    );
+}
+
 pub(super) async fn cleanup(s: &dyn Store) {
     // Windows of one hour for everything; cleanup runs at `now`, so anything that finished (or
     // was deleted, or written) at or before `horizon` goes.
