@@ -165,24 +165,14 @@ fn tokens_from_the_config_file_guard_the_api_and_reload_on_sighup() {
     assert_eq!(status(&base, QUEUES_A, None), 401);
 }
 
-#[test]
-fn without_tokens_only_loopback_is_served_unless_insecure() {
-    let dir = tempfile::tempdir().unwrap();
-    let refused = stratus()
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env_remove("STRATUS_INSECURE")
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("not a loopback address"), "{err}");
-    assert!(err.contains("--insecure"), "{err}");
-
-    // With --insecure it starts, and says so.
+/// Starts `stratus serve <args>` and returns its stdout lines up to the one about
+/// authentication, then stops it.
+fn start_lines(args: &[&str], data: &Path) -> Vec<String> {
     let mut child = stratus()
-        .args(["serve", "--insecure", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
         .env("STRATUS_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -199,31 +189,32 @@ fn without_tokens_only_loopback_is_served_unless_insecure() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    seen
+}
+
+#[test]
+fn without_tokens_only_loopback_is_served_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = stratus()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("STRATUS_INSECURE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+
+    // With --insecure it starts, and says so.
+    let seen = start_lines(
+        &["--insecure", "--listen", "0.0.0.0:0"],
+        &dir.path().join("data"),
+    );
     assert!(seen.iter().any(|l| l.contains("--insecure")), "{seen:#?}");
 
     // On loopback without tokens it serves and says the API is open.
-    let out = {
-        let mut child = stratus()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data2"))
-            .env("STRATUS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        while let Some(Ok(line)) = lines.next() {
-            let done = line.contains("authentication off");
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        seen
-    };
+    let out = start_lines(&["--listen", "127.0.0.1:0"], &dir.path().join("data2"));
     assert!(out.iter().any(|l| l.contains("loopback only")), "{out:#?}");
 }
 
