@@ -37,14 +37,23 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     if crate::grpc::is_grpc(req.headers()) {
         return crate::grpc::serve(svc, req).await;
     }
-    let rpc = crate::metrics::rest_rpc(req.method(), req.uri().path());
-    let (resp, code) = call(svc, req).await;
+    // The path is read once: it names the call in the metrics and routes it.
+    let target = routes::resolve(req.method(), req.uri().path());
+    let rpc = match &target {
+        Ok(t) if !t.empty_segment => t.rpc.name(),
+        _ => crate::metrics::UNKNOWN_RPC,
+    };
+    let (resp, code) = call(svc, target, req).await;
     crate::metrics::count_request("rest", rpc, code);
     resp
 }
 
 /// Answers one REST call, with the canonical code of the answer for the metrics.
-async fn call(svc: Arc<Service>, req: Request) -> (Response, stratus_types::Code) {
+async fn call(
+    svc: Arc<Service>,
+    target: Result<routes::Target, stratus_types::Status>,
+    req: Request,
+) -> (Response, stratus_types::Code) {
     // Who is calling is settled before the body is read: a caller without a valid token costs
     // no more than its headers.
     let caller = match svc.auth().authenticate(req.headers()) {
@@ -64,16 +73,11 @@ async fn call(svc: Arc<Service>, req: Request) -> (Response, stratus_types::Code
     };
     let query = json::Query::parse(parts.uri.query().unwrap_or(""));
     let int_enums = query.int_enums();
-    match routes::route(
-        &svc,
-        &caller,
-        &parts.method,
-        parts.uri.path(),
-        &query,
-        &bytes,
-    )
-    .await
-    {
+    let result = match target {
+        Ok(target) => routes::call(&svc, &caller, target, &query, &bytes).await,
+        Err(status) => Err(status),
+    };
+    match result {
         Ok(value) => (
             json_response(StatusCode::OK, value, int_enums),
             stratus_types::Code::Ok,
@@ -117,4 +121,52 @@ pub(crate) fn json_response(
         HeaderValue::from_static("application/json; charset=UTF-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use crate::metrics::UNKNOWN_RPC;
+
+    /// The name a REST call is counted under in the metrics.
+    fn rest_rpc(method: &Method, path: &str) -> &'static str {
+        match super::routes::resolve(method, path) {
+            Ok(t) if !t.empty_segment => t.rpc.name(),
+            _ => UNKNOWN_RPC,
+        }
+    }
+
+    #[test]
+    fn rest_paths_name_their_rpc() {
+        let q = "/v2/projects/p/locations/l/queues/q";
+        assert_eq!(rest_rpc(&Method::POST, &format!("{q}/tasks")), "CreateTask");
+        assert_eq!(
+            rest_rpc(&Method::POST, &format!("{q}/tasks:batchCreate")),
+            "BatchCreateTasks"
+        );
+        assert_eq!(
+            rest_rpc(&Method::POST, &format!("{q}/tasks/t:run")),
+            "RunTask"
+        );
+        assert_eq!(rest_rpc(&Method::POST, &format!("{q}:pause")), "PauseQueue");
+        assert_eq!(rest_rpc(&Method::GET, q), "GetQueue");
+        assert_eq!(
+            rest_rpc(&Method::GET, "/v2/projects/p/locations"),
+            "ListLocations"
+        );
+        assert_eq!(rest_rpc(&Method::PUT, q), UNKNOWN_RPC);
+        assert_eq!(
+            rest_rpc(&Method::GET, "/v2/projects//locations"),
+            UNKNOWN_RPC
+        );
+        assert_eq!(rest_rpc(&Method::GET, "/elsewhere"), UNKNOWN_RPC);
+        assert_eq!(
+            rest_rpc(
+                &Method::GET,
+                "/stratus/v1/projects/p/locations/l/queues/q/failedTasks"
+            ),
+            "ListFailedTasks"
+        );
+    }
 }
