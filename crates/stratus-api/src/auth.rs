@@ -283,32 +283,17 @@ pub fn digest(token: &str) -> [u8; 32] {
 
 /// The SHA-256 of a token as 64 lowercase hex digits (the config file's `sha256`).
 pub fn digest_hex(token: &str) -> String {
-    hex(&digest(token))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(digest(token))
 }
 
 /// Parses 64 hex digits.
 pub fn parse_digest(s: &str) -> Result<[u8; 32], String> {
-    let s = s.trim();
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(
-            "sha256: expected the 64 hex digits of the token's SHA-256 (`stratus tokens hash` \
-             prints them)"
-                .into(),
-        );
-    }
     let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(chunk).unwrap_or("00");
-        out[i] = u8::from_str_radix(pair, 16).map_err(|e| format!("sha256: {e}"))?;
-    }
+    hex::decode_to_slice(s.trim(), &mut out).map_err(|_| {
+        "sha256: expected the 64 hex digits of the token's SHA-256 (`stratus tokens hash` \
+         prints them)"
+            .to_string()
+    })?;
     Ok(out)
 }
 
@@ -465,7 +450,7 @@ impl Auth {
             self.failures.fetch_add(1, Ordering::Relaxed);
             // A prefix of the digest identifies repeated attempts without revealing the token.
             tracing::debug!(
-                digest_prefix = %&hex(&d)[..12],
+                digest_prefix = %&hex::encode(d)[..12],
                 "api call refused: unknown bearer token"
             );
             return Err(Status::new(Code::Unauthenticated, INVALID_CREDENTIALS));

@@ -94,7 +94,8 @@ pub async fn run(
     let sent = async {
         let mut req = request::build(&task.task, queue, &info).map_err(|e| e.to_string())?;
         // Signed at the send time of this attempt: every retry carries a fresh timestamp.
-        ctx.origin
+        let signed = ctx
+            .origin
             .apply(&queue.name, &mut req, dispatch_time.div_euclid(SECOND));
         // A literal host is connected to without resolving: check it before a token is minted
         // or anything is sent.
@@ -108,7 +109,6 @@ pub async fn run(
             Some(a) => ctx.tokens.bearer(a).await.map_err(|e| e.to_string())?,
             None => None,
         };
-        let signed = ctx.origin.rule_for(&queue.name).is_some();
         send(ctx.outbound.client(&project, signed), req, bearer).await
     };
     tokio::select! {

@@ -308,15 +308,17 @@ impl OriginRules {
     }
 
     /// Adds the proofs of `queue`'s rule to `req` (signed over its body, at `unix_seconds`),
-    /// replacing same-named headers case-insensitively. Nothing happens without a rule.
-    pub fn apply(&self, queue: &str, req: &mut OutgoingRequest, unix_seconds: i64) {
+    /// replacing same-named headers case-insensitively. Returns whether a rule applied (the
+    /// request then carries secrets); nothing happens without one.
+    pub fn apply(&self, queue: &str, req: &mut OutgoingRequest, unix_seconds: i64) -> bool {
         let Some(rule) = self.rule_for(queue) else {
-            return;
+            return false;
         };
         for (name, value) in rule.headers(&req.body, unix_seconds) {
             req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
             req.headers.push((name, value));
         }
+        true
     }
 }
 
@@ -327,7 +329,7 @@ pub fn sign(key: &[u8], unix_seconds: i64, body: &[u8]) -> String {
     ctx.update(unix_seconds.to_string().as_bytes());
     ctx.update(b".");
     ctx.update(body);
-    hex(ctx.sign().as_ref())
+    hex::encode(ctx.sign().as_ref())
 }
 
 /// The [`SIGNATURE_HEADER`] value: `t=<unix_seconds>` then one `v1=<hex>` per key, in order.
@@ -338,16 +340,6 @@ pub fn signature_header(keys: &[Secret], unix_seconds: i64, body: &[u8]) -> Stri
         v.push_str(&sign(k.expose().as_bytes(), unix_seconds, body));
     }
     v
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 #[cfg(test)]
