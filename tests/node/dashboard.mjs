@@ -193,13 +193,23 @@ try {
     }
   });
 
-  await check('queue list shows the queues with depth, failures and state', async () => {
+  await check('queue list shows the queues with depth, failures, state and last-minute rates', async () => {
     await page.goto(`${server.url}/ui`);
     const orders = page.locator('tr[data-queue="orders"]');
     await orders.locator('td.depth', {hasText: /^4$/}).waitFor();
     await orders.locator('td.failed', {hasText: /^1$/}).waitFor();
     await page.locator('tr[data-queue="reports"] .badge', {hasText: 'PAUSED'}).waitFor();
     await page.locator('tr[data-queue="emails"] td.depth', {hasText: /^3$/}).waitFor();
+    // The last minute, from the queue statistics: 3 deliveries and the failing task's 2
+    // attempts were dispatched; those 2 were errors. The rate is theirs over the window.
+    await orders.locator('td.dispatched', {hasText: /^5$/}).waitFor();
+    await orders.locator('td.errors', {hasText: /^2$/}).waitFor();
+    const shown = (await orders.locator('td.rate').textContent()).trim();
+    assert(/^\d+(\.\d)?\/(s|min)$/.test(shown) && !/^0(\.0)?\//.test(shown), `orders dispatch rate shown as ${shown}`);
+    const st = await rest('GET', `/stratus/v1/${P}/queueStats`);
+    const os = st.queueStats.find((x) => x.queue === `${P}/queues/orders`);
+    assert(os && os.dispatches === 5 && os.failed === 2 && os.creates === 8, `orders stats ${JSON.stringify(st)}`);
+    await page.locator('tr[data-queue="emails"] td.dispatched', {hasText: /^0$/}).waitFor();
     await hideToast(page);
     // A short viewport: the list of three queues, without a large empty area below.
     await page.setViewportSize({width: 1280, height: 440});
@@ -211,6 +221,7 @@ try {
     await page.locator('tr[data-queue="orders"] a').click();
     await page.locator('#scheduled-panel tr[data-task="order-2001"]').waitFor();
     await page.locator('#failed-panel tr[data-task="invoice-1042"]').waitFor();
+    await page.locator('#errors-minute', {hasText: /^2$/}).waitFor();
     assert((await page.locator('#count-scheduled').textContent()) === '4', 'scheduled count');
   });
 

@@ -510,6 +510,12 @@ fn stratus_calls(p: &str) -> Vec<(&'static str, Role, &'static str, String)> {
     let q = format!("projects/{p}/locations/l/queues/q");
     vec![
         (
+            "ListQueueStats",
+            Role::Viewer,
+            "GET",
+            format!("/stratus/v1/projects/{p}/locations/l/queueStats"),
+        ),
+        (
             "ListFailedTasks",
             Role::Viewer,
             "GET",

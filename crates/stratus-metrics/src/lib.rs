@@ -13,7 +13,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+pub mod window;
 
 /// A monotonically increasing count (Prometheus `counter`).
 #[derive(Debug, Default)]
@@ -237,6 +240,8 @@ pub struct QueueMetrics {
     pub due: Gauge,
     /// Attempts being sent or recorded.
     pub in_flight: Gauge,
+    /// When this node started counting the queue (the base of its first window).
+    pub born: Instant,
 }
 
 impl Default for QueueMetrics {
@@ -253,6 +258,7 @@ impl Default for QueueMetrics {
             pending: Gauge::default(),
             due: Gauge::default(),
             in_flight: Gauge::default(),
+            born: Instant::now(),
         }
     }
 }
@@ -300,6 +306,8 @@ pub struct Registry {
     pub sqlite: StoreMetrics,
     /// The PostgreSQL store's writers.
     pub postgres: StoreMetrics,
+    /// Readings of the queue counters for the one-minute windows ([`window`]).
+    samples: Mutex<window::Samples>,
 }
 
 /// The process's registry.

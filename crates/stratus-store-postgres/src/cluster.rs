@@ -207,15 +207,44 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Publishes this node's last minute per queue (`nodes.stats`), read by the other nodes'
+    /// queue statistics ([`stratus_store::Store::peer_stats`]).
+    async fn publish_stats(&self) -> Result<(), String> {
+        let text = stratus_metrics::window::encode(&stratus_metrics::global().windows(""));
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE nodes SET stats = $2, stats_at = now() WHERE id = $1",
+            &[&self.store.node_id(), &text],
+        )
+        .await
+        .map_err(|e| crate::error::pg(e).to_string())?;
+        Ok(())
+    }
+
     async fn manage(self: Arc<Self>) {
         let mut last_ok = Instant::now();
         let mut offered: Option<HashMap<String, i64>> = None;
+        let mut published: Option<Instant> = None;
         loop {
             if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
             let started = Instant::now();
-            match tokio::time::timeout(self.opts.lease_timeout / 2, self.round()).await {
+            let publish = published.is_none_or(|at| {
+                started.duration_since(at) >= stratus_metrics::window::SAMPLE_EVERY
+            });
+            let round = async {
+                self.round().await?;
+                if publish {
+                    // Statistics only: a failure here costs no lease.
+                    match self.publish_stats().await {
+                        Ok(()) => published = Some(started),
+                        Err(e) => tracing::debug!(error = %e, "publishing queue statistics failed"),
+                    }
+                }
+                Ok::<(), String>(())
+            };
+            match tokio::time::timeout(self.opts.lease_timeout / 2, round).await {
                 Ok(Ok(())) => last_ok = started,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cluster round failed; leases kept until they would expire")

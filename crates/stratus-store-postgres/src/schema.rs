@@ -15,7 +15,7 @@ use tokio_postgres::NoTls;
 use crate::error::{PgResult, pg};
 
 /// The migrations, in order; index + 1 is the version recorded after each.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The first schema.
 const V1: &str = r#"
@@ -101,6 +101,13 @@ CREATE TABLE leases (
     expires_at  TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
 );
 "#;
+
+/// Each node's activity over the last minute (per queue counts, for the queue statistics),
+/// published by its lease manager every few seconds; gone with the node's row.
+const V2: &str = "
+ALTER TABLE nodes ADD COLUMN stats TEXT;
+ALTER TABLE nodes ADD COLUMN stats_at TIMESTAMPTZ;
+";
 
 /// The newest version this build knows.
 pub fn latest() -> i64 {

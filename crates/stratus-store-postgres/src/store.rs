@@ -259,6 +259,29 @@ impl Store for PgStore {
         .await
     }
 
+    async fn peer_stats(&self) -> Result<Vec<String>, StoreError> {
+        self.bounded(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "SELECT stats FROM nodes
+                     WHERE id <> $1 AND stats IS NOT NULL
+                       AND stats_at > now() - make_interval(secs => $2)",
+                )
+                .await
+                .map_err(crate::error::pg)?;
+            let max_age = stratus_store::PEER_STATS_MAX_AGE.as_secs_f64();
+            let rows = c
+                .query(&st, &[&self.node_id(), &max_age])
+                .await
+                .map_err(crate::error::pg)?;
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0).map_err(crate::error::pg))
+                .collect()
+        })
+        .await
+    }
+
     async fn put_blob(
         &self,
         namespace: &str,

@@ -319,7 +319,18 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         self.get_blob(PING_NAMESPACE, "ping").await.map(|_| ())
     }
+
+    /// What the *other* live nodes of a cluster last published of their activity: one text
+    /// per node, in the format of `stratus_metrics::window::encode`, at most
+    /// [`PEER_STATS_MAX_AGE`] old. A store that is not shared (SQLite) has no peers.
+    async fn peer_stats(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
+
+/// The oldest a node's published activity may be and still be read ([`Store::peer_stats`]):
+/// three publishing rounds, so one missed round does not make a node's queues look idle.
+pub const PEER_STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The blob namespace [`Store::ping`] reads (nothing is ever stored in it).
 pub const PING_NAMESPACE: &str = "stratus.ping";

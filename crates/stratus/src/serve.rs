@@ -363,6 +363,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%local, "serving");
 
     let maintenance = tokio::spawn(maintenance(store.clone(), clock, cfg));
+    let sampler = tokio::spawn(sample_queue_counters());
     let app = stratus_api::rest::router(service.clone())
         .merge(oidc_routes(&key, &issuer))
         .merge(stratus_api::metrics::router(api_auth.clone()))
@@ -396,6 +397,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     maintenance.abort();
+    sampler.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -530,6 +532,16 @@ async fn maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: ServiceC
             Ok(n) => tracing::debug!(rows = n, "cleanup"),
             Err(e) => tracing::warn!(error = %e, "cleanup failed"),
         }
+    }
+}
+
+/// Reads every queue's counters each few seconds for the one-minute rates of the queue
+/// statistics and the dashboard (`stratus_metrics::window`).
+async fn sample_queue_counters() {
+    let mut tick = tokio::time::interval(stratus_metrics::window::SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        stratus_metrics::global().sample();
     }
 }
 

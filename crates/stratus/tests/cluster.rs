@@ -475,6 +475,46 @@ fn queues_spread_across_nodes_and_rebalance() {
             HashMap::from([("n1".to_string(), 3), ("n3".to_string(), 3)]),
             "the spread changed after the hand-over"
         );
+
+        // The queue statistics add up the nodes: each queue's 10 creates went through n1 and
+        // n3 by turns, so either node alone counted 5; both must answer 10, from 2 nodes,
+        // once the other node's figures are published (every 5 s).
+        let mut last = Vec::new();
+        let published = wait(
+            "both nodes' queue statistics to count every create",
+            Duration::from_secs(20),
+            async || {
+                last.clear();
+                for base in &live {
+                    let v: serde_json::Value = http
+                        .get(format!("{base}/stratus/v1/{}/queueStats", support::cluster::LOC))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    last.push(v);
+                }
+                last.iter().all(|v| {
+                    queues.iter().all(|q| {
+                        v["queueStats"].as_array().is_some_and(|list| {
+                            list.iter().any(|s| {
+                                s["queue"] == q.as_str()
+                                    && s["creates"] == 10
+                                    && s["nodes"] == 2
+                                    && s["dispatches"].as_u64() >= Some(10)
+                            })
+                        })
+                    })
+                })
+            },
+        )
+        .await;
+        eprintln!(
+            "queue statistics agree on both nodes after {:.1} s",
+            published.as_secs_f64()
+        );
     });
 }
 

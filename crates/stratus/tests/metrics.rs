@@ -2,7 +2,8 @@
 //! scraped while the deliveries happen and after. The counters must move with the deliveries:
 //! creates, dispatches and 2xx outcomes reach the number of tasks, the depth gauges return to
 //! zero, the histograms count every attempt, a task answered with 500 shows its retry, its
-//! 5xx class and its permanent failure, and the API counts every CreateTask by code.
+//! 5xx class and its permanent failure, and the API counts every CreateTask by code. The queue
+//! statistics call (`/stratus/v1/…/queueStats`) shows the same counts for the last minute.
 
 mod support;
 
@@ -317,6 +318,59 @@ async fn counters_follow_deliveries() {
     assert!(writes >= 2.0 * n + 1.0 + 2.0, "{writes} writes:\n{done}");
     assert!(done.contains("# TYPE stratus_queue_dispatch_lag_seconds histogram\n"));
     assert!(done.contains("# TYPE stratus_queue_creates_total counter\n"));
+
+    // The queue statistics (the dashboard's rates) tell the same story for the last minute.
+    let stats: Value = http
+        .get(format!("{base}/stratus/v1/{LOC}/queueStats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = stats["queueStats"].as_array().expect("queueStats");
+    let of = |name: &str| {
+        list.iter()
+            .find(|s| s["queue"] == format!("{LOC}/queues/{name}"))
+            .unwrap_or_else(|| panic!("no stats of {name}: {stats}"))
+    };
+    let ok = of("ok");
+    let window = ok["windowSeconds"].as_f64().unwrap();
+    assert!(window > 0.0 && window <= 60.0, "{stats}");
+    assert_eq!(ok["creates"], N);
+    assert_eq!(ok["dispatches"], N);
+    assert_eq!(ok["succeeded"], N);
+    assert_eq!(ok["failed"], 0);
+    assert_eq!(ok["inFlight"], 0);
+    assert_eq!(ok["nodes"], 1);
+    let rate = ok["dispatchRate"].as_f64().unwrap();
+    assert!(
+        (rate - n / window).abs() <= 0.01 * (n / window) + 0.002,
+        "{rate} vs {n}/{window}: {stats}"
+    );
+    let bad = of("bad");
+    assert_eq!(
+        (
+            &bad["dispatches"],
+            &bad["failed"],
+            &bad["retries"],
+            &bad["permanentFailures"]
+        ),
+        (&json!(2), &json!(2), &json!(1), &json!(1)),
+        "{stats}"
+    );
+    // Another location: nothing.
+    let other: Value = http
+        .get(format!(
+            "{base}/stratus/v1/projects/p/locations/elsewhere/queueStats"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other, json!({"queueStats": []}));
 }
 
 /// gRPC calls count under their RPC name with the code of the answer.

@@ -178,6 +178,28 @@ async function failedTasks(loc, q) {
   return {tasks: r.tasks || [], more: Boolean(r.nextPageToken)};
 }
 
+/** The last minute of every active queue of a location, by queue ID (docs/metrics.md). */
+async function queueStats(loc) {
+  const r = await api('GET', sv1(`${locName(loc)}/queueStats`));
+  return new Map((r.queueStats || []).map((s) => [short(s.queue), s]));
+}
+
+/** A per-second rate, per minute when below one every ten seconds. */
+function rate(v) {
+  if (!v) return '0/s';
+  if (v >= 10) return `${Math.round(v)}/s`;
+  if (v >= 0.1) return `${v.toFixed(1)}/s`;
+  return `${(v * 60).toFixed(1)}/min`;
+}
+
+/** The title of a stats cell: what the window holds. */
+function statsTitle(s) {
+  if (!s) return 'Nothing in the last minute';
+  return `Last ${Math.round(s.windowSeconds)} s: ${s.creates} created, ${s.dispatches} dispatched, ` +
+    `${s.succeeded} succeeded, ${s.failed} failed attempts, ${s.retries} retries, ` +
+    `${s.permanentFailures} failed for good` + (s.nodes > 1 ? ` (${s.nodes} nodes)` : '');
+}
+
 // ---------------------------------------------------------------- dialogs
 
 function confirmAction(title, text, {danger = false, label = 'Confirm'} = {}) {
@@ -317,8 +339,14 @@ function showError(e) {
 async function refreshQueues(seq) {
   const locs = await listLocations();
   const rows = [];
+  const stats = new Map();
   for (const loc of locs) {
     for (const q of await listQueues(loc)) rows.push({loc, q});
+    stats.set(loc, await queueStats(loc).catch(() => null));
+  }
+  for (const row of rows) {
+    const m = stats.get(row.loc);
+    row.stats = m ? m.get(short(row.q.name)) || null : undefined;
   }
   // Depth and failures per queue (one page each; "1000+" beyond).
   await Promise.all(
@@ -349,18 +377,25 @@ async function refreshQueues(seq) {
   const total = rows.reduce((n, r) => n + (r.live ? r.live.tasks.length : 0), 0);
   const paused = rows.filter((r) => r.q.state !== 'RUNNING').length;
   const failedTotal = rows.reduce((n, r) => n + (r.failed ? r.failed.tasks.length : 0), 0);
+  const dispatchTotal = rows.reduce((n, r) => n + (r.stats ? r.stats.dispatchRate : 0), 0);
+  // undefined: the statistics call failed; null: the queue did nothing in the last minute.
+  const stat = (s, f) => (s === undefined ? '?' : esc(s ? s[f] : 0));
   view.innerHTML = `
     <div class="cards">
       <div class="card"><div class="label">Queues</div><div class="value">${rows.length}</div></div>
       <div class="card"><div class="label">Not running</div><div class="value">${paused}</div></div>
       <div class="card"><div class="label">Tasks waiting</div><div class="value">${total}</div></div>
+      <div class="card"><div class="label">Dispatching</div><div class="value" id="dispatch-total">${rate(dispatchTotal)}</div></div>
       <div class="card"><div class="label">Failed (kept)</div><div class="value">${failedTotal}</div></div>
     </div>
     <div class="panel"><table id="queues-table">
       <thead><tr><th>Queue</th><th>Location</th><th>State</th><th class="num">Depth</th><th class="num">Due now</th><th>Oldest due</th>
-        <th class="num">Failed</th><th class="num">Max rate</th><th class="num">Max concurrent</th><th class="num">Max attempts</th></tr></thead>
+        <th class="num" title="Attempts started per second over the last minute">Dispatch rate</th>
+        <th class="num" title="Attempts started in the last minute">Dispatched (1 min)</th>
+        <th class="num" title="Attempts that did not get a 2xx in the last minute">Errors (1 min)</th>
+        <th class="num">Failed</th><th title="Dispatches per second, concurrent dispatches, attempts per task">Limits</th></tr></thead>
       <tbody>${rows
-        .map(({loc, q, live, failed}) => {
+        .map(({loc, q, live, failed, stats: s}) => {
           const id = short(q.name);
           const rl = q.rateLimits || {};
           const rc = q.retryConfig || {};
@@ -371,10 +406,13 @@ async function refreshQueues(seq) {
             <td class="num depth">${count(live)}</td>
             <td class="num">${due(live)}</td>
             <td>${oldestDue(live)}</td>
+            <td class="num rate" title="${esc(statsTitle(s))}">${s === undefined ? '?' : rate(s && s.dispatchRate)}</td>
+            <td class="num dispatched">${stat(s, 'dispatches')}</td>
+            <td class="num errors">${stat(s, 'failed')}</td>
             <td class="num failed">${count(failed)}</td>
-            <td class="num">${rl.maxDispatchesPerSecond !== undefined ? `${esc(rl.maxDispatchesPerSecond)}/s` : '—'}</td>
-            <td class="num">${esc(rl.maxConcurrentDispatches ?? '—')}</td>
-            <td class="num">${rc.maxAttempts === -1 ? '∞' : esc(rc.maxAttempts ?? '—')}</td>
+            <td class="limits">${rl.maxDispatchesPerSecond !== undefined ? `${esc(rl.maxDispatchesPerSecond)}/s` : '—'}
+              · ${esc(rl.maxConcurrentDispatches ?? '—')} at once
+              · ${rc.maxAttempts === -1 ? '∞' : esc(rc.maxAttempts ?? '—')}×</td>
           </tr>`;
         })
         .join('')}</tbody></table></div>`;
@@ -453,11 +491,13 @@ function taskPanel(id, title, rows, more, kind, r, emptyText) {
 
 async function refreshQueue(r, seq) {
   const name = queueName(r.loc, r.q);
-  const [queue, live, failed] = await Promise.all([
+  const [queue, live, failed, stats] = await Promise.all([
     api('GET', v2(name)),
     listTasks(r.loc, r.q),
     failedTasks(r.loc, r.q),
+    queueStats(r.loc).catch(() => null),
   ]);
+  const s = stats ? stats.get(r.q) || null : undefined;
   // Tasks that left the live list since the last look: read how they ended.
   const key = `${project}|${name}`;
   const before = seen.get(key);
@@ -501,7 +541,11 @@ async function refreshQueue(r, seq) {
     <div class="card"><div class="label">Pending (due)</div><div class="value" id="count-pending">${pending.length}</div></div>
     <div class="card"><div class="label">Scheduled</div><div class="value" id="count-scheduled">${scheduled.length}</div></div>
     <div class="card"><div class="label">Retrying</div><div class="value">${retried}</div></div>
-    <div class="card"><div class="label">Failed (kept)</div><div class="value" id="count-failed">${failedRows.length}${failed.more ? '+' : ''}</div></div>`;
+    <div class="card"><div class="label">Failed (kept)</div><div class="value" id="count-failed">${failedRows.length}${failed.more ? '+' : ''}</div></div>
+    <div class="card" title="${esc(statsTitle(s))}"><div class="label">Dispatch rate</div><div class="value" id="dispatch-rate">${s === undefined ? '?' : rate(s && s.dispatchRate)}</div></div>
+    <div class="card" title="${esc(statsTitle(s))}"><div class="label">Created / s</div><div class="value">${s === undefined ? '?' : rate(s && s.createRate)}</div></div>
+    <div class="card" title="${esc(statsTitle(s))}"><div class="label">Errors (1 min)</div><div class="value" id="errors-minute">${s === undefined ? '?' : s ? s.failed : 0}</div></div>
+    <div class="card"><div class="label">In flight</div><div class="value">${s === undefined ? '?' : s ? s.inFlight : 0}</div></div>`;
 
   scheduled.sort((a, b) => (ts(a.scheduleTime) ?? 0) - (ts(b.scheduleTime) ?? 0));
   $('queue-panels').innerHTML =

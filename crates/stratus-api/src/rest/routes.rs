@@ -1,7 +1,8 @@
 //! Method + path → RPC. Paths follow the `google.api.http` bindings of the v2 protos;
 //! names keep their slashes and custom verbs follow the last segment (`…/queues/q:pause`).
-//! Stratus' own calls (task status, failed tasks, retry; see `service::retention`) live under
-//! `/stratus/v1/`, apart from every Cloud Tasks path.
+//! Stratus' own calls (task status, failed tasks, retry, see `service::retention`; queue
+//! statistics, see `service::stats`) live under `/stratus/v1/`, apart from every Cloud Tasks
+//! path.
 //!
 //! Two steps: [`resolve`] reads the method and path once into a [`Target`] (the RPC and the
 //! resource name the path carries), which also names the call in the metrics; [`call`] runs
@@ -98,6 +99,7 @@ pub(crate) enum Rpc {
     ListFailedTasks,
     GetTaskHistory,
     RetryTask,
+    ListQueueStats,
 }
 
 impl Rpc {
@@ -131,6 +133,7 @@ impl Rpc {
             ListFailedTasks => "ListFailedTasks",
             GetTaskHistory => "GetTaskHistory",
             RetryTask => "RetryTask",
+            ListQueueStats => "ListQueueStats",
         }
     }
 }
@@ -162,6 +165,9 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Result<Target, Status> {
     let m = method;
     let found = if stratus {
         match (s.as_slice(), verb.as_str()) {
+            (["projects", _, "locations", _, "queueStats"], "") if m == Method::GET => {
+                Some((ListQueueStats, 4))
+            }
             (["projects", _, "locations", _, "queues", _, "failedTasks"], "")
                 if m == Method::GET =>
             {
@@ -446,6 +452,10 @@ pub(super) async fn call(
             }
             Ok(encode(&svc.retry_task(&name, q.view()?).await?))
         }
+        ListQueueStats => {
+            a.check(caller, Permission::QueuesList, &name)?;
+            Ok(encode(&svc.queue_stats(&name).await?))
+        }
     }
 }
 
@@ -453,8 +463,8 @@ fn stratus_not_found(method: &Method, path: &str) -> Status {
     Status::new(
         Code::NotFound,
         format!(
-            "No Stratus API call is bound to {method} {path}; see docs/retention.md for the \
-             /stratus/v1/ endpoints."
+            "No Stratus API call is bound to {method} {path}; see docs/retention.md and \
+             docs/metrics.md for the /stratus/v1/ endpoints."
         ),
     )
 }

@@ -9,6 +9,7 @@ mod misc;
 pub mod paging;
 mod queues;
 pub mod retention;
+pub mod stats;
 mod tasks;
 pub mod validate;
 
