@@ -359,6 +359,40 @@ async fn counters_follow_deliveries() {
         (&json!(2), &json!(2), &json!(1), &json!(1)),
         "{stats}"
     );
+    // The CLI prints the same figures.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .args(["queues", "stats", "--project", "p", "--location", "l"])
+        .args(["--endpoint", &base])
+        .env_remove("STRATUS_PROJECT")
+        .env_remove("STRATUS_LOCATION")
+        .env_remove("STRATUS_ENDPOINT")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("ID "), "{text}");
+    let row = |id: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no row {id}: {text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // ID, DISPATCH/S, DISPATCHED, SUCCEEDED, FAILED, RETRIES, FAILED_FOR_GOOD, IN_FLIGHT, …
+    let n_text = N.to_string();
+    assert_eq!(
+        row("ok")[2..8],
+        [n_text.as_str(), &n_text, "0", "0", "0", "0"],
+        "{text}"
+    );
+    assert_eq!(row("bad")[2..8], ["2", "0", "2", "1", "1", "0"], "{text}");
+
     // Another location: nothing.
     let other: Value = http
         .get(format!(

@@ -1,4 +1,5 @@
-//! `stratus queues …`: create, describe, list, update, pause, resume, purge and delete queues.
+//! `stratus queues …`: create, describe, list, update, pause, resume, purge and delete queues,
+//! and (Stratus' own API) the last minute of every queue of a location.
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -32,6 +33,19 @@ pub enum QueuesCommand {
     /// Delete a queue and all its tasks. Prompts first only when stdin is a terminal and
     /// --quiet is not given.
     Delete(QueueArgs),
+    /// Show what each queue of a location did over the last minute: tasks created, attempts
+    /// dispatched, succeeded and failed, retries, attempts in flight and the rates, added up
+    /// over every node of a cluster (Stratus only; idle queues are left out).
+    Stats(QueueStatsArgs),
+}
+
+/// `queues stats`.
+#[derive(Args, Debug)]
+pub struct QueueStatsArgs {
+    #[command(flatten)]
+    location: LocationArgs,
+    #[command(flatten)]
+    global: GlobalArgs,
 }
 
 /// A command on one queue.
@@ -220,6 +234,25 @@ const COLUMNS: &[Column] = &[
     }),
 ];
 
+/// The table columns of `queues stats` (each item is one queue's last minute).
+const STATS_COLUMNS: &[Column] = &[
+    Column::new("ID", |s| {
+        let name = output::field(s, "queue", "");
+        name.rsplit('/').next().unwrap_or_default().to_string()
+    }),
+    Column::new("DISPATCH/S", |s| output::field(s, "dispatchRate", "0")),
+    Column::new("DISPATCHED", |s| output::field(s, "dispatches", "0")),
+    Column::new("SUCCEEDED", |s| output::field(s, "succeeded", "0")),
+    Column::new("FAILED", |s| output::field(s, "failed", "0")),
+    Column::new("RETRIES", |s| output::field(s, "retries", "0")),
+    Column::new("FAILED_FOR_GOOD", |s| {
+        output::field(s, "permanentFailures", "0")
+    }),
+    Column::new("IN_FLIGHT", |s| output::field(s, "inFlight", "0")),
+    Column::new("CREATE/S", |s| output::field(s, "createRate", "0")),
+    Column::new("WINDOW_S", |s| output::field(s, "windowSeconds", "")),
+];
+
 /// `Queue.State` as a name, whether the server sent the name or the number.
 fn state_name(s: &str) -> String {
     match s {
@@ -245,6 +278,7 @@ pub async fn run_queues(cmd: QueuesCommand) -> Result<()> {
             output::resource(a.global.format, &queue);
             Ok(())
         }
+        QueuesCommand::Stats(a) => stats(a).await,
         QueuesCommand::Pause(a) => action(a, ":pause", "Paused").await,
         QueuesCommand::Resume(a) => action(a, ":resume", "Resumed").await,
         QueuesCommand::Purge(a) => {
@@ -338,6 +372,16 @@ async fn update(a: QueueConfigArgs) -> Result<()> {
     .await?;
     output::narrate(&format!("Updated queue [{name}]."));
     output::resource(a.global.format, &queue);
+    Ok(())
+}
+
+async fn stats(a: QueueStatsArgs) -> Result<()> {
+    let client = Client::for_args(&a.global)?.stratus();
+    let mut segments = names::location_from_args(&a.location)?.segments();
+    segments.push("queueStats".into());
+    let v = client.call(Method::GET, &segments, "", &[], None).await?;
+    let items = v["queueStats"].as_array().cloned().unwrap_or_default();
+    output::list(a.global.format, &items, STATS_COLUMNS);
     Ok(())
 }
 
