@@ -78,13 +78,14 @@ struct Opts {
     perf: Option<PathBuf>,
     perf_secs: u64,
     perf_callgraph: String,
+    stall_secs: u64,
 }
 
 const USAGE: &str = "bench_dispatch [--part throughput|lag|memory|restart|all] [--runs 3] \
 [--tasks 100000] [--queues 128] [--concurrency 8] [--creators 16] [--raw-secs 10] \
 [--lag-rate 1000] [--lag-secs 20] [--pending 1000000] [--settle 30] \
 [--bin target/release/stratus] [--nginx /usr/sbin/nginx] [--perf DIR] [--perf-secs 10] \
-[--perf-callgraph fp|dwarf]";
+[--perf-callgraph fp|dwarf] [--stall-secs 300]";
 
 fn opts() -> Opts {
     let mut o = Opts {
@@ -104,6 +105,7 @@ fn opts() -> Opts {
         perf: None,
         perf_secs: 10,
         perf_callgraph: "fp".into(),
+        stall_secs: 300,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -137,6 +139,7 @@ fn opts() -> Opts {
             "--perf" => o.perf = Some(PathBuf::from(&v)),
             "--perf-secs" => o.perf_secs = num(flag) as u64,
             "--perf-callgraph" => o.perf_callgraph = v.clone(),
+            "--stall-secs" => o.stall_secs = num(flag) as u64,
             other => panic!("unknown option {other}\n{USAGE}"),
         }
         i += 2;
@@ -672,6 +675,35 @@ impl Api {
     }
 
     /// Whether the queue has no live task left.
+    /// Up to `max` tasks still in `queues`, as JSON lines (the diagnosis of a stalled run:
+    /// scheduled later after failed attempts, or due and never dispatched).
+    async fn undelivered(&self, queues: &[String], max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for q in queues {
+            let v = self.get(&format!("/v2/{q}/tasks?pageSize={max}")).await;
+            for t in v["tasks"].as_array().into_iter().flatten() {
+                if out.len() < max {
+                    out.push(t.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The sum of the server's `stratus_queue_outcomes_total{class="2xx"}` (from `/metrics`).
+    async fn succeeded_attempts(&self) -> u64 {
+        let text = match self.http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter(|l| {
+                l.starts_with("stratus_queue_outcomes_total{") && l.contains("class=\"2xx\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     async fn queue_empty(&self, q: &str) -> bool {
         let v = self.get(&format!("/v2/{q}/tasks?pageSize=1")).await;
         v["tasks"].as_array().is_none_or(Vec::is_empty)
@@ -860,7 +892,7 @@ async fn throughput_run(o: &Opts, nginx: &Nginx, run: usize) -> Throughput {
     api.queue_verb(&queues, "resume").await;
     // Deliveries as nginx sees them, every 5 ms, until all are there.
     let (mut t10, mut t90) = (None, None);
-    let limit = Duration::from_secs(300);
+    let limit = Duration::from_secs(o.stall_secs);
     let delivered_s = loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         polls += 1;
@@ -875,11 +907,20 @@ async fn throughput_run(o: &Opts, nginx: &Nginx, run: usize) -> Throughput {
         if n as usize >= o.tasks {
             break t.as_secs_f64();
         }
-        assert!(
-            t < limit,
-            "only {n} of {} delivered after {limit:?}",
-            o.tasks
-        );
+        if t >= limit {
+            // Tell a stall of the server (tasks still held) from a short count at the
+            // receiver (every task answered 2xx according to the server).
+            let left = api.undelivered(&queues, 10).await;
+            let ok = api.succeeded_attempts().await;
+            panic!(
+                "only {n} of {} delivered after {limit:?} as nginx counts them; the server \
+                 counts {ok} attempts answered 2xx; tasks still held (now {}): {}\n{}",
+                o.tasks,
+                wall_us(),
+                if left.is_empty() { "none" } else { "" },
+                left.join("\n")
+            );
+        }
         assert!(
             n > 0 || t < Duration::from_secs(10),
             "nothing delivered 10 s after resume: does {} dispatch? (`cargo build --examples` \
