@@ -486,14 +486,8 @@ fn queues_spread_across_nodes_and_rebalance() {
             async || {
                 last.clear();
                 for base in &live {
-                    let v: serde_json::Value = http
-                        .get(format!("{base}/stratus/v1/{}/queueStats", support::cluster::LOC))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let url = format!("{base}/stratus/v1/{}/queueStats", support::cluster::LOC);
+                    let v = support::get_json(&http, &url).await;
                     last.push(v);
                 }
                 last.iter().all(|v| {

@@ -320,14 +320,7 @@ async fn counters_follow_deliveries() {
     assert!(done.contains("# TYPE stratus_queue_creates_total counter\n"));
 
     // The queue statistics (the dashboard's rates) tell the same story for the last minute.
-    let stats: Value = http
-        .get(format!("{base}/stratus/v1/{LOC}/queueStats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = support::get_json(&http, &format!("{base}/stratus/v1/{LOC}/queueStats")).await;
     let list = stats["queueStats"].as_array().expect("queueStats");
     let of = |name: &str| {
         list.iter()
@@ -394,16 +387,11 @@ async fn counters_follow_deliveries() {
     assert_eq!(row("bad")[2..8], ["2", "0", "2", "1", "1", "0"], "{text}");
 
     // Another location: nothing.
-    let other: Value = http
-        .get(format!(
-            "{base}/stratus/v1/projects/p/locations/elsewhere/queueStats"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = support::get_json(
+        &http,
+        &format!("{base}/stratus/v1/projects/p/locations/elsewhere/queueStats"),
+    )
+    .await;
     assert_eq!(other, json!({"queueStats": []}));
 }
 

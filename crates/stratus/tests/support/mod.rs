@@ -90,3 +90,15 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `GET url` with `http`, the answer's body as JSON (panics on a transport error or a body
+/// that is not JSON).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
