@@ -242,6 +242,9 @@ pub struct QueueMetrics {
     pub in_flight: Gauge,
     /// When this node started counting the queue (the base of its first window).
     pub born: Instant,
+    /// Readings of the counters for the one-minute window ([`window`]); touched only by the
+    /// sampler and the statistics readers, never by the counting paths.
+    readings: Mutex<window::Readings>,
 }
 
 impl Default for QueueMetrics {
@@ -259,6 +262,7 @@ impl Default for QueueMetrics {
             due: Gauge::default(),
             in_flight: Gauge::default(),
             born: Instant::now(),
+            readings: Mutex::default(),
         }
     }
 }
@@ -306,8 +310,6 @@ pub struct Registry {
     pub sqlite: StoreMetrics,
     /// The PostgreSQL store's writers.
     pub postgres: StoreMetrics,
-    /// Readings of the queue counters for the one-minute windows ([`window`]).
-    samples: Mutex<window::Samples>,
 }
 
 /// The process's registry.

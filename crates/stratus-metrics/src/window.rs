@@ -102,35 +102,25 @@ pub struct QueueWindow {
     pub in_flight: i64,
 }
 
-/// The readings kept per queue: (when, counters then), oldest first.
-pub(crate) type Samples = BTreeMap<String, VecDeque<(Instant, Totals)>>;
+/// The readings kept of one queue: (when, counters then), oldest first.
+pub(crate) type Readings = VecDeque<(Instant, Totals)>;
+
+fn lock(r: &std::sync::Mutex<Readings>) -> std::sync::MutexGuard<'_, Readings> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl Registry {
     /// Takes one reading of every queue's counters and forgets readings older than
-    /// [`WINDOW`]. Run every [`SAMPLE_EVERY`]; not on any hot path (one lock for the readings,
-    /// and a read lock on the queue map).
+    /// [`WINDOW`]. Run every [`SAMPLE_EVERY`]; not on any hot path (a read lock on the queue
+    /// map, and each queue's readings, which only the readers of windows share).
     pub fn sample(&self) {
         self.sample_at(Instant::now());
     }
 
     fn sample_at(&self, now: Instant) {
-        let queues: Vec<(String, Totals)> = crate::read(&self.queues)
-            .iter()
-            .map(|(k, q)| (k.clone(), Totals::of(q)))
-            .collect();
-        let mut samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // `queues` is sorted by name (a BTreeMap's order).
-        samples.retain(|k, _| {
-            queues
-                .binary_search_by(|(q, _)| q.as_str().cmp(k.as_str()))
-                .is_ok()
-        });
-        for (name, totals) in queues {
-            let ring = samples.entry(name).or_default();
-            ring.push_back((now, totals));
+        for q in crate::read(&self.queues).values() {
+            let mut ring = lock(&q.readings);
+            ring.push_back((now, Totals::of(q)));
             while ring
                 .front()
                 .is_some_and(|(at, _)| now.duration_since(*at) > WINDOW)
@@ -152,21 +142,17 @@ impl Registry {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, q)| (k.clone(), q.clone()))
             .collect();
-        let samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Vec::new();
         for (name, q) in queues {
             let current = Totals::of(&q);
             // The queue's birth (all zeros) is the base while it is younger than the window
-            // or no reading of it is older than it; otherwise the oldest reading in the window.
-            let oldest = samples.get(&name).and_then(|r| {
-                r.iter()
-                    .find(|(at, _)| *at >= q.born && now.duration_since(*at) <= WINDOW)
-            });
+            // or no reading of it is in the window; otherwise the oldest reading in the window.
+            let oldest = lock(&q.readings)
+                .iter()
+                .find(|(at, _)| now.duration_since(*at) <= WINDOW)
+                .copied();
             let (since, base) = match oldest {
-                Some(s) if now.duration_since(q.born) > WINDOW => *s,
+                Some(s) if now.duration_since(q.born) > WINDOW => s,
                 _ => (q.born, Totals::default()),
             };
             let counts = current.zip(base, u64::saturating_sub);
@@ -227,7 +213,7 @@ pub fn decode(text: &str) -> Vec<QueueWindow> {
 }
 
 /// One queue's last minute over every node that reported it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Merged {
     /// The counts, added up.
     pub counts: Totals,
@@ -248,14 +234,7 @@ pub fn merge(windows: impl IntoIterator<Item = QueueWindow>) -> BTreeMap<String,
     let mut out: BTreeMap<String, Merged> = BTreeMap::new();
     for w in windows {
         let secs = w.span_ms.max(1) as f64 / 1000.0;
-        let m = out.entry(w.queue).or_insert(Merged {
-            counts: Totals::default(),
-            span_ms: 0,
-            create_rate: 0.0,
-            dispatch_rate: 0.0,
-            in_flight: 0,
-            nodes: 0,
-        });
+        let m = out.entry(w.queue).or_default();
         m.counts = m.counts.zip(w.counts, u64::saturating_add);
         m.span_ms = m.span_ms.max(w.span_ms);
         m.create_rate += w.counts.creates as f64 / secs;

@@ -141,7 +141,12 @@ pub fn field(value: &Value, path: &str, default: &str) -> String {
 
 /// The last segment of a resource name, e.g. the queue ID.
 pub fn short_name(value: &Value) -> String {
-    let name = field(value, "name", "");
+    last_segment(value, "name")
+}
+
+/// The last segment of the resource name in `value`'s field `path`.
+pub fn last_segment(value: &Value, path: &str) -> String {
+    let name = field(value, path, "");
     name.rsplit('/').next().unwrap_or_default().to_string()
 }
 

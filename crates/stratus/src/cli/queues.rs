@@ -236,10 +236,7 @@ const COLUMNS: &[Column] = &[
 
 /// The table columns of `queues stats` (each item is one queue's last minute).
 const STATS_COLUMNS: &[Column] = &[
-    Column::new("ID", |s| {
-        let name = output::field(s, "queue", "");
-        name.rsplit('/').next().unwrap_or_default().to_string()
-    }),
+    Column::new("ID", |s| output::last_segment(s, "queue")),
     Column::new("DISPATCH/S", |s| output::field(s, "dispatchRate", "0")),
     Column::new("DISPATCHED", |s| output::field(s, "dispatches", "0")),
     Column::new("SUCCEEDED", |s| output::field(s, "succeeded", "0")),
