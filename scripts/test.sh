@@ -27,6 +27,18 @@ REQUIREMENTS="$ROOT/tests/python/requirements.txt"
 STAMP="$VENV/.stratus-requirements.sha256"
 PYTHON="${PYTHON:-python3}"
 
+# A CI checkout is built once, so incremental caches would only cost disk there.
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+
+# The build needs a few GB (target/ is about 5 GB after a full run); say so up front
+# rather than failing later with a linker crash.
+free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+if [[ -n "$free_kb" && "$free_kb" -lt $((8 * 1024 * 1024)) ]]; then
+    echo "warning: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build may run out of disk" >&2
+fi
+
 LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/stratus-test.XXXXXX")"
 T0=$SECONDS
 SUMMARY=()
@@ -56,6 +68,7 @@ finish() {
     fi
     echo "  rust tests: $RUST_PASSED passed, $RUST_FAILED failed; python tests: $PY_PASSED passed, $PY_FAILED failed; node checks: $NODE_PASSED passed, $NODE_FAILED failed"
     echo "  wall time: $((SECONDS - T0))s"
+    echo "  disk: $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1) in ${CARGO_TARGET_DIR:-target}, $(df -Ph . | awk 'NR == 2 { print $4 }') free"
     if [[ $rc -eq 0 ]]; then
         echo "result: all steps passed"
     else
