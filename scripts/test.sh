@@ -32,10 +32,10 @@ if [[ -n "${CI:-}" ]]; then
     export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 fi
 
-# The build needs a few GB (target/ is about 5 GB after a full run); say so up front
+# The build needs a few GB (target/ is about 2.5 GB after a full run); say so up front
 # rather than failing later with a linker crash.
 free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
-if [[ -n "$free_kb" && "$free_kb" -lt $((8 * 1024 * 1024)) ]]; then
+if [[ -n "$free_kb" && "$free_kb" -lt $((5 * 1024 * 1024)) ]]; then
     echo "warning: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build may run out of disk" >&2
 fi
 

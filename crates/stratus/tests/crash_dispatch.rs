@@ -128,14 +128,7 @@ async fn resume_all(http: &reqwest::Client, base: &str, queues: &[String]) {
 async fn pending(http: &reqwest::Client, base: &str, queues: &[String]) -> usize {
     let mut n = 0;
     for q in queues {
-        let v: Value = http
-            .get(format!("{base}/v2/{q}/tasks?pageSize=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = support::get_json(http, &format!("{base}/v2/{q}/tasks?pageSize=1000")).await;
         n += v["tasks"].as_array().map_or(0, Vec::len);
     }
     n

@@ -67,16 +67,8 @@ fn acknowledged_creates_survive_sigkill() {
         let mut found = HashSet::new();
         let mut token = String::new();
         for _ in 0..1000 {
-            let v: Value = http
-                .get(format!(
-                    "{base}/v2/{QUEUE}/tasks?pageSize=1000&pageToken={token}"
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("{base}/v2/{QUEUE}/tasks?pageSize=1000&pageToken={token}");
+            let v = support::get_json(&http, &url).await;
             for t in v["tasks"].as_array().unwrap() {
                 found.insert(t["name"].as_str().unwrap().to_string());
             }
