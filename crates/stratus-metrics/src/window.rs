@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::{OutcomeClass, QueueMetrics, Registry};
+use crate::{OutcomeClass, QueueMetrics, Registry, lock};
 
 /// How far back a window reaches.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -104,10 +104,6 @@ pub struct QueueWindow {
 
 /// The readings kept of one queue: (when, counters then), oldest first.
 pub(crate) type Readings = VecDeque<(Instant, Totals)>;
-
-fn lock(r: &std::sync::Mutex<Readings>) -> std::sync::MutexGuard<'_, Readings> {
-    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 impl Registry {
     /// Takes one reading of every queue's counters and forgets readings older than
