@@ -32,13 +32,7 @@ if [[ -n "${CI:-}" ]]; then
     export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 fi
 
-# The build needs a few GB (target/ is about 2.5 GB after a full run); say so up front
-# rather than failing later with a linker crash.
-free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
-if [[ -n "$free_kb" && "$free_kb" -lt $((5 * 1024 * 1024)) ]]; then
-    echo "warning: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build may run out of disk" >&2
-fi
-
+TARGET="$ROOT/target" # set from cargo below, before the first build
 LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/stratus-test.XXXXXX")"
 T0=$SECONDS
 SUMMARY=()
@@ -68,7 +62,7 @@ finish() {
     fi
     echo "  rust tests: $RUST_PASSED passed, $RUST_FAILED failed; python tests: $PY_PASSED passed, $PY_FAILED failed; node checks: $NODE_PASSED passed, $NODE_FAILED failed"
     echo "  wall time: $((SECONDS - T0))s"
-    echo "  disk: $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1) in ${CARGO_TARGET_DIR:-target}, $(df -Ph . | awk 'NR == 2 { print $4 }') free"
+    echo "  disk: $(du -sh "$TARGET" 2>/dev/null | cut -f1) in $TARGET, $(($(free_kb "$TARGET") / 1024)) MB free"
     if [[ $rc -eq 0 ]]; then
         echo "result: all steps passed"
     else
@@ -120,9 +114,16 @@ target_dir() {
         "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
 }
 
+# Free space in KB on the filesystem that holds $1 (or its nearest existing parent).
+free_kb() {
+    local d="$1"
+    while [[ ! -e "$d" ]]; do d="$(dirname "$d")"; done
+    df -Pk "$d" | awk 'NR == 2 { print $4 }'
+}
+
 build_binary() {
     cargo build -p stratus
-    STRATUS_BIN="$(target_dir)/debug/stratus"
+    STRATUS_BIN="$TARGET/debug/stratus"
     if [[ ! -x "$STRATUS_BIN" ]]; then
         echo "error: cargo build succeeded but $STRATUS_BIN is missing" >&2
         return 1
@@ -271,6 +272,13 @@ node_suite() {
 compat_table() {
     "$PYTHON" scripts/compat_summary.py "$STRATUS_COMPAT_RESULTS"
 }
+
+TARGET="$(target_dir)"
+# The build needs a few GB (target/ is about 2.5 GB after a full run); say so up front
+# rather than failing later with a linker crash.
+if [[ "$(free_kb "$TARGET")" -lt $((5 * 1024 * 1024)) ]]; then
+    echo "warning: only $(($(free_kb "$TARGET") / 1024)) MB free for $TARGET; the build may run out of disk" >&2
+fi
 
 if [[ "${STRATUS_TEST_SKIP_LINT:-0}" == "1" ]]; then
     skip_step "cargo fmt --check"
